@@ -1,0 +1,178 @@
+/**
+ * Environment → frozen, typed Config. Every problem is collected and reported at once, so an operator
+ * fixes a broken deployment in one round instead of one variable per restart.
+ */
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly adminPort: number;
+  readonly adminHost: string;
+  readonly upstreamUrl: string;
+  readonly redisUrl: string | undefined;
+  readonly redisClusterNodes: readonly string[];
+  readonly redisKeyPrefix: string;
+  readonly globalRateLimit: number;
+  readonly globalRateLimitOverrides: ReadonlyMap<string, number>;
+  /** Added to the 1000 ms global window so jitter between here and Discord cannot squeeze 51 into a second. */
+  readonly globalWindowMarginMs: number;
+  /** Added to every learned reset: transit time and header rounding must never make the proxy early. */
+  readonly resetMarginMs: number;
+  readonly maxHoldMs: number;
+  readonly maxRetries: number;
+  readonly upstreamTimeoutMs: number;
+  readonly upstreamConnectTimeoutMs: number;
+  readonly upstreamConnections: number;
+  readonly cloudflareCooldownMs: number;
+  readonly bodyLimitBytes: number;
+  /** Bodies up to this size are buffered so that a 429 can be retried for the client; larger ones stream once. */
+  readonly retryBodyLimitBytes: number;
+  readonly tokenHashKey: string;
+  readonly proxyAuthToken: string | undefined;
+  readonly logLevel: string;
+  readonly requestLogLevel: string;
+  readonly shutdownTimeoutMs: number;
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Every variable the proxy reads, with its default; the README's table mirrors this list. */
+export const ENV_DEFAULTS = {
+  PORT: '8080',
+  HOST: '0.0.0.0',
+  ADMIN_PORT: '9090',
+  ADMIN_HOST: '0.0.0.0',
+  UPSTREAM_URL: 'https://discord.com',
+  REDIS_URL: '',
+  REDIS_CLUSTER_NODES: '',
+  REDIS_KEY_PREFIX: 'drlp:',
+  GLOBAL_RATE_LIMIT: '50',
+  GLOBAL_RATE_LIMIT_OVERRIDES: '',
+  GLOBAL_WINDOW_MARGIN_MS: '30',
+  RESET_MARGIN_MS: '15',
+  MAX_HOLD_MS: '30000',
+  MAX_RETRIES: '3',
+  UPSTREAM_TIMEOUT_MS: '30000',
+  UPSTREAM_CONNECT_TIMEOUT_MS: '10000',
+  UPSTREAM_CONNECTIONS: '256',
+  CLOUDFLARE_COOLDOWN_MS: '600000',
+  BODY_LIMIT_BYTES: String(520 * 1024 * 1024),
+  RETRY_BODY_LIMIT_BYTES: String(1024 * 1024),
+  TOKEN_HASH_KEY: '',
+  PROXY_AUTH_TOKEN: '',
+  LOG_LEVEL: 'info',
+  REQUEST_LOG_LEVEL: 'info',
+  SHUTDOWN_TIMEOUT_MS: '10000',
+} as const satisfies Record<string, string>;
+
+export type EnvName = keyof typeof ENV_DEFAULTS;
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+// Without TOKEN_HASH_KEY the hash is still keyed, but with a key anyone can read here; replicas must agree on it.
+const DEFAULT_TOKEN_HASH_KEY = 'discord-ratelimit-proxy/default-key';
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(env: Env): Config {
+  const problems: string[] = [];
+  const raw = (name: EnvName): string => {
+    const value = env[name];
+    return value === undefined || value === '' ? ENV_DEFAULTS[name] : value.trim();
+  };
+  const int = (name: EnvName, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const text = raw(name);
+    const value = Number(text);
+    if (!/^\d+$/.test(text) || value < min || value > max) {
+      problems.push(`${name} must be an integer between ${min} and ${max}, got "${text}"`);
+      return Number(ENV_DEFAULTS[name]);
+    }
+    return value;
+  };
+  const url = (name: EnvName, protocols: readonly string[]): string | undefined => {
+    const text = raw(name);
+    if (text === '') return undefined;
+    try {
+      const parsed = new URL(text);
+      if (!protocols.includes(parsed.protocol)) throw new Error('protocol');
+      return text;
+    } catch {
+      problems.push(`${name} must be a URL (${protocols.join(' or ')}), got "${text}"`);
+      return undefined;
+    }
+  };
+  const level = (name: EnvName): string => {
+    const text = raw(name);
+    if (!LOG_LEVELS.has(text)) problems.push(`${name} must be one of ${[...LOG_LEVELS].join(', ')}, got "${text}"`);
+    return text;
+  };
+
+  const upstream = url('UPSTREAM_URL', ['http:', 'https:']);
+  if (upstream && new URL(upstream).pathname !== '/') {
+    problems.push(`UPSTREAM_URL must be an origin without a path (the request path is appended), got "${upstream}"`);
+  }
+  const config: Config = {
+    port: int('PORT', 0, 65535),
+    host: raw('HOST'),
+    adminPort: int('ADMIN_PORT', 0, 65535),
+    adminHost: raw('ADMIN_HOST'),
+    upstreamUrl: (upstream ?? ENV_DEFAULTS.UPSTREAM_URL).replace(/\/$/, ''),
+    redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
+    redisClusterNodes: parseClusterNodes(raw('REDIS_CLUSTER_NODES'), problems),
+    redisKeyPrefix: raw('REDIS_KEY_PREFIX'),
+    globalRateLimit: int('GLOBAL_RATE_LIMIT', 1, 100_000),
+    globalRateLimitOverrides: parseOverrides(raw('GLOBAL_RATE_LIMIT_OVERRIDES'), problems),
+    globalWindowMarginMs: int('GLOBAL_WINDOW_MARGIN_MS', 0, 1000),
+    resetMarginMs: int('RESET_MARGIN_MS', 0, 5000),
+    maxHoldMs: int('MAX_HOLD_MS', 1, 3_600_000),
+    maxRetries: int('MAX_RETRIES', 0, 10),
+    upstreamTimeoutMs: int('UPSTREAM_TIMEOUT_MS', 100, 600_000),
+    upstreamConnectTimeoutMs: int('UPSTREAM_CONNECT_TIMEOUT_MS', 100, 600_000),
+    upstreamConnections: int('UPSTREAM_CONNECTIONS', 1, 10_000),
+    cloudflareCooldownMs: int('CLOUDFLARE_COOLDOWN_MS', 1000, 86_400_000),
+    bodyLimitBytes: int('BODY_LIMIT_BYTES', 1024),
+    retryBodyLimitBytes: int('RETRY_BODY_LIMIT_BYTES', 0),
+    tokenHashKey: raw('TOKEN_HASH_KEY') || DEFAULT_TOKEN_HASH_KEY,
+    proxyAuthToken: raw('PROXY_AUTH_TOKEN') || undefined,
+    logLevel: level('LOG_LEVEL'),
+    requestLogLevel: level('REQUEST_LOG_LEVEL'),
+    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 0, 600_000),
+  };
+  if (config.redisUrl && config.redisClusterNodes.length > 0) {
+    problems.push('set either REDIS_URL or REDIS_CLUSTER_NODES, not both');
+  }
+  if (config.port !== 0 && config.port === config.adminPort) {
+    problems.push('ADMIN_PORT must differ from PORT: metrics and health are never served on the public port');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** "123456789012345678:500,234567890123456789:1200" → bot id → requests per second. */
+function parseOverrides(text: string, problems: string[]): ReadonlyMap<string, number> {
+  const map = new Map<string, number>();
+  if (text === '') return map;
+  for (const part of text.split(',')) {
+    const [id, limit] = part.trim().split(':');
+    if (!id || !/^\d{17,20}$/.test(id) || !limit || !/^\d+$/.test(limit) || Number(limit) < 1) {
+      problems.push(`GLOBAL_RATE_LIMIT_OVERRIDES entries must look like <bot id>:<limit>, got "${part.trim()}"`);
+      continue;
+    }
+    map.set(id, Number(limit));
+  }
+  return map;
+}
+
+function parseClusterNodes(text: string, problems: string[]): readonly string[] {
+  if (text === '') return [];
+  const nodes = text.split(',').map((node) => node.trim());
+  for (const node of nodes) {
+    if (!/^[\w.-]+:\d{1,5}$/.test(node)) problems.push(`REDIS_CLUSTER_NODES entries must be host:port, got "${node}"`);
+  }
+  return nodes;
+}

@@ -1,0 +1,93 @@
+/**
+ * The answers the proxy makes itself, in one place. They use Discord's error shape so that client libraries
+ * handle them with the code they already have, and carry `X-Proxy-Generated: true` so that a human (and a
+ * library that cares) can tell them from Discord's own.
+ */
+import type { GeneratedReason } from './metrics.js';
+
+export const GENERATED_HEADER = 'x-proxy-generated';
+
+export interface ProxyAnswer {
+  readonly status: number;
+  readonly reason: GeneratedReason;
+  readonly body: { message: string; code: number; retry_after?: number; global?: boolean };
+  readonly headers: Record<string, string>;
+}
+
+/** Error codes in Discord's error shape; 0 is what Discord itself uses for generic errors. */
+export const ProxyCode = {
+  General: 0,
+  Unauthorized: 0,
+  UnknownWebhook: 10015,
+  MissingPermissions: 50013,
+  HoldTimeout: 990001,
+  CloudflareCooldown: 990002,
+  UpstreamUnreachable: 990003,
+  UpstreamTimeout: 990004,
+  StoreUnavailable: 990005,
+  ShuttingDown: 990006,
+  Overloaded: 990007,
+  InvalidBudget: 990008,
+  BadRequest: 50035,
+  NotFound: 0,
+} as const;
+
+export function answer(
+  status: number,
+  reason: GeneratedReason,
+  message: string,
+  code: number,
+  retryAfterMs?: number,
+): ProxyAnswer {
+  const headers: Record<string, string> = { [GENERATED_HEADER]: 'true' };
+  const body: ProxyAnswer['body'] = { message, code };
+  if (retryAfterMs !== undefined) {
+    const seconds = Math.max(0.001, retryAfterMs / 1000);
+    // Like Discord: an integer header (ceil) and the precise wait in the body.
+    headers['retry-after'] = String(Math.ceil(seconds));
+    body.retry_after = Math.round(seconds * 1000) / 1000;
+    if (status === 429) body.global = false;
+  }
+  return { status, reason, body, headers };
+}
+
+export const answers = {
+  holdTimeout: (waitMs: number) =>
+    answer(
+      429,
+      'hold_timeout',
+      'The proxy held this request for its maximum hold time; try again after retry_after.',
+      ProxyCode.HoldTimeout,
+      Math.max(waitMs, 1),
+    ),
+  cloudflare: (waitMs: number) =>
+    answer(
+      429,
+      'cloudflare_cooldown',
+      'Discord (Cloudflare) is blocking this egress IP; the proxy pauses all traffic until the cool-down ends.',
+      ProxyCode.CloudflareCooldown,
+      waitMs,
+    ),
+  upstreamUnreachable: () =>
+    answer(502, 'upstream_unreachable', 'The proxy could not reach Discord.', ProxyCode.UpstreamUnreachable),
+  upstreamTimeout: () =>
+    answer(
+      504,
+      'upstream_timeout',
+      'Discord did not answer in time; the request may or may not have been carried out.',
+      ProxyCode.UpstreamTimeout,
+    ),
+  storeUnavailable: () =>
+    answer(
+      503,
+      'redis_unavailable',
+      'The proxy cannot reach its shared rate-limit state.',
+      ProxyCode.StoreUnavailable,
+      1000,
+    ),
+  shuttingDown: () =>
+    answer(503, 'shutting_down', 'The proxy is shutting down; retry on another replica.', ProxyCode.ShuttingDown, 1000),
+  badRequest: (message: string) => answer(400, 'bad_request', message, ProxyCode.BadRequest),
+  notFound: () =>
+    answer(404, 'not_found', 'The proxy only forwards Discord API paths under /api/.', ProxyCode.NotFound),
+} as const;

@@ -1,0 +1,161 @@
+/**
+ * In-process limiter state for a single replica. The decision rules live in bucket-rules.ts and are the same ones
+ * the Redis scripts implement; this file only keeps the state in Maps and sweeps what has gone stale.
+ */
+import { type BucketState, checkBucket, emptyBucket, learnBucket, takeBucket } from './bucket-rules.js';
+import {
+  type AdmitInput,
+  type AdmitResult,
+  GLOBAL_WINDOW_MS,
+  type LearnInput,
+  type LimiterStore,
+  type StoreOptions,
+} from './types.js';
+
+const UNBUCKETED = '';
+// Long enough that a bucket idle for this long has certainly reset; keeps memory flat with 100k channels.
+const IDLE_EXPIRY_MS = 10 * 60_000;
+
+interface GlobalWindow {
+  /** Ring of the last `limit` admission times: a request may go when the oldest is a full window old. */
+  times: Float64Array;
+  next: number;
+  touched: number;
+}
+
+export class MemoryStore implements LimiterStore {
+  private readonly hashes = new Map<string, { hash: string; touched: number }>();
+  private readonly buckets = new Map<string, BucketState>();
+  private readonly globals = new Map<string, GlobalWindow>();
+  private readonly pauses = new Map<string, number>();
+  private readonly sublimits = new Map<string, number>();
+  private cloudflareUntil = 0;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly options: StoreOptions,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), 60_000);
+    this.sweeper.unref();
+  }
+
+  async admit(input: AdmitInput): Promise<AdmitResult> {
+    return this.admitNow(input);
+  }
+
+  /** Synchronous core, also used by the Redis store's fallback when Redis is down. */
+  admitNow(input: AdmitInput): AdmitResult {
+    const now = this.now();
+    if (this.cloudflareUntil > now) return { ok: false, reason: 'cloudflare', waitMs: this.cloudflareUntil - now };
+    if (input.globalLimit > 0) {
+      const pausedUntil = this.pauses.get(input.identity);
+      if (pausedUntil !== undefined && pausedUntil > now) return { ok: false, reason: 'paused', waitMs: pausedUntil - now };
+    }
+    const subUntil = this.sublimits.get(sublimitKey(input, input.sublimit));
+    if (subUntil !== undefined && subUntil > now) return { ok: false, reason: 'sublimit', waitMs: subUntil - now };
+
+    const hash = this.hashes.get(`${input.identity}|${input.routeKey}`)?.hash;
+    const bucket =
+      hash === UNBUCKETED ? null : `${input.identity}|${hash ?? `unk:${input.routeKey}`}|${input.major}`;
+    let state: BucketState | undefined;
+    if (bucket !== null) {
+      state = this.buckets.get(bucket) ?? emptyBucket();
+      const wait = checkBucket(state, now);
+      if (wait) return wait;
+    }
+    if (input.globalLimit > 0) {
+      const global = this.globalFor(input.identity, input.globalLimit, now);
+      const oldest = global.times[global.next]!;
+      const windowMs = GLOBAL_WINDOW_MS + this.options.globalWindowMarginMs;
+      if (oldest > 0 && now - oldest < windowMs) return { ok: false, reason: 'global', waitMs: oldest + windowMs - now };
+      global.times[global.next] = now;
+      global.next = (global.next + 1) % global.times.length;
+      global.touched = now;
+    }
+    // Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
+    let probe = false;
+    if (bucket !== null && state) {
+      probe = takeBucket(state, now, this.options.probeTimeoutMs);
+      this.buckets.set(bucket, state);
+    }
+    return { ok: true, bucket, probe };
+  }
+
+  async learn(input: LearnInput): Promise<void> {
+    const now = this.now();
+    const routeHashKey = `${input.identity}|${input.routeKey}`;
+    if (input.hash) this.hashes.set(routeHashKey, { hash: input.hash, touched: now });
+    else if (input.unbucketed) this.hashes.set(routeHashKey, { hash: UNBUCKETED, touched: now });
+
+    if (input.probe && input.bucket !== null) {
+      const probed = this.buckets.get(input.bucket);
+      // A probe that found no limits leaves nothing to keep; one that did is converted in place below.
+      if (probed && probed.limit === undefined) {
+        probed.probeUntil = 0;
+        if (!input.hash || input.bucket !== `${input.identity}|${input.hash}|${input.major}`) {
+          this.buckets.delete(input.bucket);
+        }
+      }
+    }
+    if (input.sublimit) {
+      const key = sublimitKey(input, input.sublimit.tag);
+      this.sublimits.set(key, Math.max(this.sublimits.get(key) ?? 0, now + input.sublimit.ms));
+    }
+    const target = input.hash ? `${input.identity}|${input.hash}|${input.major}` : input.bucket;
+    if (target === null) return;
+    const state = this.buckets.get(target);
+    if (!state && !input.hash) return;
+    const next = state ?? emptyBucket();
+    learnBucket(next, input, now, this.options.resetMarginMs);
+    this.buckets.set(target, next);
+  }
+
+  async pauseIdentity(identity: string, ms: number): Promise<void> {
+    const until = this.now() + ms;
+    this.pauses.set(identity, Math.max(this.pauses.get(identity) ?? 0, until));
+  }
+
+  async pauseAll(ms: number): Promise<number> {
+    const now = this.now();
+    this.cloudflareUntil = Math.max(this.cloudflareUntil, now + ms);
+    return this.cloudflareUntil - now;
+  }
+
+  async cloudflarePause(): Promise<number> {
+    return Math.max(0, this.cloudflareUntil - this.now());
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+  }
+
+  /** Number of tracked buckets, for tests of the sweeper. */
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  sweep(): void {
+    const cutoff = this.now() - IDLE_EXPIRY_MS;
+    for (const [key, state] of this.buckets) {
+      if (Math.max(state.resetAt, state.probeUntil, state.blockedUntil) < cutoff) this.buckets.delete(key);
+    }
+    for (const [key, value] of this.hashes) if (value.touched < cutoff) this.hashes.delete(key);
+    for (const [key, until] of this.sublimits) if (until < cutoff) this.sublimits.delete(key);
+    for (const [key, global] of this.globals) if (global.touched < cutoff) this.globals.delete(key);
+    for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
+  }
+
+  private globalFor(identity: string, limit: number, now: number): GlobalWindow {
+    let global = this.globals.get(identity);
+    if (!global || global.times.length !== limit) {
+      global = { times: new Float64Array(limit), next: 0, touched: now };
+      this.globals.set(identity, global);
+    }
+    return global;
+  }
+}
+
+function sublimitKey(input: { identity: string; routeKey: string; major: string }, tag: string): string {
+  return `${input.identity}|${input.routeKey}|${input.major}|${tag}`;
+}

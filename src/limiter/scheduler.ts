@@ -1,0 +1,262 @@
+/**
+ * Holds requests in process until the store admits them.
+ *
+ * Requests with the same identity, route, major parameter and sublimit tag line up in one FIFO queue, and only the
+ * request at the head asks the store; the rest wait behind it without any I/O. Queues whose head is stopped by the
+ * identity's global window (or a global pause) wait in that identity's gate, which wakes them one at a time, so a
+ * saturated token costs about one store call per admitted request however many channels are waiting.
+ */
+import type { AdmitInput, AdmitResult, LimiterStore, WaitReason } from './types.js';
+
+export type Admission = Extract<AdmitResult, { ok: true }>;
+
+/** Why a held request was answered without being forwarded. */
+export class HoldError extends Error {
+  constructor(
+    readonly reason: 'hold_timeout' | 'cloudflare' | 'aborted' | 'store_error' | 'shutting_down',
+    /** How long the client should wait before trying again, when known. */
+    readonly retryAfterMs: number,
+    readonly waitReason?: WaitReason,
+    options?: ErrorOptions,
+  ) {
+    super(`request not admitted: ${reason}`, options);
+    this.name = 'HoldError';
+  }
+}
+
+interface Ticket {
+  readonly input: AdmitInput;
+  readonly deadline: number;
+  readonly resolve: (admission: Admission) => void;
+  readonly reject: (error: HoldError) => void;
+  done: boolean;
+  timer?: NodeJS.Timeout | undefined;
+  onAbort?: (() => void) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+interface Queue {
+  readonly key: string;
+  readonly identity: string;
+  readonly items: Ticket[];
+  head: number;
+  running: boolean;
+  timer?: NodeJS.Timeout | undefined;
+  /** Currently parked in its identity's gate. */
+  gated: boolean;
+  /** Running because the gate woke it: the gate's next queue goes when this one stops. */
+  woken: boolean;
+}
+
+interface Gate {
+  readonly waiting: Queue[];
+  timer?: NodeJS.Timeout | undefined;
+  /** A queue woken by the gate is still running; the next one goes when it stops. */
+  active: boolean;
+}
+
+export interface SchedulerOptions {
+  readonly maxHoldMs: number;
+  readonly onHeldChange?: (delta: number) => void;
+}
+
+export class Scheduler {
+  private readonly queues = new Map<string, Queue>();
+  private readonly gates = new Map<string, Gate>();
+  private heldCount = 0;
+  private closing = false;
+
+  constructor(
+    private readonly store: LimiterStore,
+    private readonly options: SchedulerOptions,
+  ) {}
+
+  get held(): number {
+    return this.heldCount;
+  }
+
+  /**
+   * Resolves when the request may go upstream. Rejects with HoldError when its hold time runs out, the client
+   * goes away, or everything is paused by a Cloudflare ban. `front` puts a retried request ahead of newer ones.
+   */
+  acquire(input: AdmitInput, opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {}): Promise<Admission> {
+    if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
+    const maxHold = Math.min(opts.maxHoldMs ?? this.options.maxHoldMs, this.options.maxHoldMs);
+    return new Promise<Admission>((resolve, reject) => {
+      const ticket: Ticket = {
+        input,
+        deadline: performance.now() + maxHold,
+        done: false,
+        resolve: (admission) => {
+          if (this.finish(ticket)) resolve(admission);
+        },
+        reject: (error) => {
+          if (this.finish(ticket)) reject(error);
+        },
+      };
+      const key = `${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`;
+      let queue = this.queues.get(key);
+      if (!queue) {
+        queue = { key, identity: input.identity, items: [], head: 0, running: false, gated: false, woken: false };
+        this.queues.set(key, queue);
+      }
+      if (opts.front) queue.items.splice(queue.head, 0, ticket);
+      else queue.items.push(ticket);
+      this.heldCount += 1;
+      this.options.onHeldChange?.(1);
+      ticket.timer = setTimeout(() => ticket.reject(new HoldError('hold_timeout', 0)), maxHold);
+      if (opts.signal) {
+        const signal = opts.signal;
+        if (signal.aborted) return ticket.reject(new HoldError('aborted', 0));
+        ticket.signal = signal;
+        ticket.onAbort = () => ticket.reject(new HoldError('aborted', 0));
+        signal.addEventListener('abort', ticket.onAbort, { once: true });
+      }
+      if (!queue.running && !queue.gated && !queue.timer) void this.pump(queue);
+    });
+  }
+
+  /** A response for this queue's route arrived: its head may be able to go now instead of at its timer. */
+  wake(input: AdmitInput): void {
+    const queue = this.queues.get(`${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`);
+    if (!queue || queue.running || queue.gated) return;
+    if (queue.timer) {
+      clearTimeout(queue.timer);
+      queue.timer = undefined;
+    }
+    void this.pump(queue);
+  }
+
+  /** Refuses new requests and answers every held one with `shutting_down`. */
+  close(): void {
+    this.closing = true;
+    for (const queue of this.queues.values()) {
+      if (queue.timer) clearTimeout(queue.timer);
+      for (let i = queue.head; i < queue.items.length; i++) queue.items[i]!.reject(new HoldError('shutting_down', 0));
+    }
+    for (const gate of this.gates.values()) if (gate.timer) clearTimeout(gate.timer);
+  }
+
+  private finish(ticket: Ticket): boolean {
+    if (ticket.done) return false;
+    ticket.done = true;
+    if (ticket.timer) clearTimeout(ticket.timer);
+    if (ticket.signal && ticket.onAbort) ticket.signal.removeEventListener('abort', ticket.onAbort);
+    this.heldCount -= 1;
+    this.options.onHeldChange?.(-1);
+    return true;
+  }
+
+  private nextTicket(queue: Queue): Ticket | undefined {
+    while (queue.head < queue.items.length) {
+      const ticket = queue.items[queue.head]!;
+      if (!ticket.done) return ticket;
+      queue.head += 1;
+    }
+    return undefined;
+  }
+
+  private compact(queue: Queue): void {
+    // Shifting one by one is O(n) per admission; drop the consumed prefix in one go instead.
+    if (queue.head > 1024 && queue.head * 2 > queue.items.length) {
+      queue.items.splice(0, queue.head);
+      queue.head = 0;
+    }
+  }
+
+  private async pump(queue: Queue): Promise<void> {
+    queue.running = true;
+    try {
+      for (let ticket = this.nextTicket(queue); ticket; ticket = this.nextTicket(queue)) {
+        let result: AdmitResult;
+        try {
+          result = await this.store.admit(ticket.input);
+        } catch (error) {
+          ticket.reject(new HoldError('store_error', 1000, undefined, { cause: error }));
+          continue;
+        }
+        // The head may have gone away while we asked; the next request of this queue has the same inputs, so
+        // an admission passes to it instead of being wasted.
+        const taker = this.nextTicket(queue);
+        if (!taker) break;
+        if (result.ok) {
+          queue.head += 1;
+          taker.resolve(result);
+          this.compact(queue);
+          continue;
+        }
+        if (result.reason === 'cloudflare') {
+          for (let t: Ticket | undefined = taker; t; t = this.nextTicket(queue)) {
+            t.reject(new HoldError('cloudflare', result.waitMs, 'cloudflare'));
+          }
+          break;
+        }
+        // Nobody whose hold ends before the wait is over should sit in the queue until then.
+        if (performance.now() + result.waitMs > taker.deadline) {
+          taker.reject(new HoldError('hold_timeout', result.waitMs, result.reason));
+          continue;
+        }
+        if (result.reason === 'global' || result.reason === 'paused') {
+          this.park(queue, result.waitMs);
+          return;
+        }
+        queue.timer = setTimeout(
+          () => {
+            queue.timer = undefined;
+            void this.pump(queue);
+          },
+          Math.max(1, Math.ceil(result.waitMs)),
+        );
+        return;
+      }
+      // Empty: forget the queue so that 100k distinct channels do not stay in memory.
+      if (this.nextTicket(queue) === undefined) this.queues.delete(queue.key);
+    } finally {
+      queue.running = false;
+      if (queue.woken && !queue.gated) {
+        queue.woken = false;
+        const gate = this.gates.get(queue.identity);
+        if (gate) gate.active = false;
+        this.advanceGate(queue.identity);
+      }
+    }
+  }
+
+  private park(queue: Queue, waitMs: number): void {
+    let gate = this.gates.get(queue.identity);
+    if (!gate) {
+      gate = { waiting: [], active: false };
+      this.gates.set(queue.identity, gate);
+    }
+    queue.gated = true;
+    queue.woken = false;
+    gate.waiting.push(queue);
+    gate.active = false;
+    // The newest wait is the most accurate one: it was computed after every earlier admission.
+    if (gate.timer) clearTimeout(gate.timer);
+    const identity = queue.identity;
+    const timerGate = gate;
+    gate.timer = setTimeout(
+      () => {
+        timerGate.timer = undefined;
+        this.advanceGate(identity);
+      },
+      Math.max(1, Math.ceil(waitMs)),
+    );
+  }
+
+  /** Wakes the next parked queue of an identity, unless a wait is pending or a woken queue is still running. */
+  private advanceGate(identity: string): void {
+    const gate = this.gates.get(identity);
+    if (!gate || gate.timer || gate.active) return;
+    const next = gate.waiting.shift();
+    if (!next) {
+      this.gates.delete(identity);
+      return;
+    }
+    next.gated = false;
+    next.woken = true;
+    gate.active = true;
+    void this.pump(next);
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The narrow seam between deciding (admit/learn) and where the state lives. Two implementations keep the same
+ * contract: memory.ts (one replica) and redis.ts (any number of replicas acting as one); test/contract runs one
+ * suite against both.
+ *
+ * All times inside a store are the store's own clock. Callers only ever see relative waits in milliseconds, so
+ * replicas whose clocks disagree still agree on every window (Redis decides with its TIME).
+ */
+
+export interface AdmitInput {
+  /** Keyed hash of the Authorization value. */
+  readonly identity: string;
+  /** METHOD + template (+ sub-bucket tag): the route that learns a bucket hash. */
+  readonly routeKey: string;
+  /** Top-level resource ("c:…", "g:…", "w:…" or "-"). */
+  readonly major: string;
+  /** Requests per second allowed for the identity; 0 for exempt traffic (interactions), which skips the global window. */
+  readonly globalLimit: number;
+  /** Scopes sublimit delays: only requests with the same tag wait behind a sublimit 429. */
+  readonly sublimit: string;
+}
+
+export type WaitReason =
+  | 'bucket' // the bucket is exhausted until its reset
+  | 'probe' // the bucket is unknown and one request is finding out its limits
+  | 'blocked' // a shared-scope 429 delays this bucket
+  | 'sublimit' // a hidden sublimit delays requests like this one
+  | 'global' // the identity's 1000 ms window is full
+  | 'paused' // a global 429 paused the identity
+  | 'cloudflare'; // everything is paused after a Cloudflare ban
+
+export type AdmitResult =
+  | {
+      readonly ok: true;
+      /** The bucket slot taken (null for routes Discord does not bucket). Passed back to learn(). */
+      readonly bucket: string | null;
+      /** This request is the one allowed to find out an unknown bucket's limits. */
+      readonly probe: boolean;
+    }
+  | { readonly ok: false; readonly reason: WaitReason; readonly waitMs: number };
+
+export interface LearnInput {
+  readonly identity: string;
+  readonly routeKey: string;
+  readonly major: string;
+  /** The bucket returned by admit() for this request. */
+  readonly bucket: string | null;
+  readonly probe: boolean;
+  /** X-RateLimit-Bucket, when the response carried one. */
+  readonly hash?: string | undefined;
+  readonly limit?: number | undefined;
+  readonly remaining?: number | undefined;
+  /** Wait until the bucket resets (Reset-After, or a route 429's retry-after when longer). */
+  readonly resetAfterMs?: number | undefined;
+  /** A successful response without rate-limit headers: the route is not bucketed. */
+  readonly unbucketed?: boolean;
+  /** Shared-scope 429: delay the whole bucket this long without touching its counters. */
+  readonly blockMs?: number | undefined;
+  /** Sublimit 429: delay requests with this tag on this route and major parameter. */
+  readonly sublimit?: { readonly tag: string; readonly ms: number } | undefined;
+}
+
+export interface LimiterStore {
+  /** Decides atomically whether one request may go now: Cloudflare pause, identity pause, sublimit, bucket, global. */
+  admit(input: AdmitInput): Promise<AdmitResult>;
+  /** Applies what one response said about its bucket; releases the probe if this request was one. */
+  learn(input: LearnInput): Promise<void>;
+  /** A global 429: pause every non-exempt request of the identity. */
+  pauseIdentity(identity: string, ms: number): Promise<void>;
+  /** A Cloudflare ban: pause every request leaving this egress. Returns the pause's remaining time. */
+  pauseAll(ms: number): Promise<number>;
+  /** Remaining Cloudflare pause in ms (0 when none); read by /readyz. */
+  cloudflarePause(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Options both stores share; they come from Config. */
+export interface StoreOptions {
+  /** Added to each learned reset so that transit and rounding never make us early. */
+  readonly resetMarginMs: number;
+  /** The global window is 1000 ms plus this margin (jitter between here and Discord). */
+  readonly globalWindowMarginMs: number;
+  /** How long an unknown bucket's probe may stay out before another request may probe (a crashed replica). */
+  readonly probeTimeoutMs: number;
+}
+
+/** How long a head-of-line request waits before asking again while another request probes an unknown bucket. */
+export const PROBE_POLL_MS = 25;
+/** Responses whose reset differs by less than this belong to the same server window. */
+export const SAME_WINDOW_TOLERANCE_MS = 50;
+/** After a local reset, if no response of the new window arrives (all failed), reopen after this long. */
+export const STALLED_WINDOW_MS = 5000;
+export const GLOBAL_WINDOW_MS = 1000;

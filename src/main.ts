@@ -1,0 +1,69 @@
+/**
+ * The only place that reads process.env and opens connections.
+ */
+import { pino } from 'pino';
+import { buildApp } from './app.js';
+import { ConfigError, loadConfig } from './config.js';
+import { MemoryStore } from './limiter/memory.js';
+import type { LimiterStore } from './limiter/types.js';
+import { createMetrics } from './metrics.js';
+import { Upstream } from './upstream.js';
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const log = pino({
+    level: config.logLevel,
+    // Belt and braces: nothing logs headers, but if anything ever does, tokens are not in it.
+    redact: { paths: ['*.authorization', '*.headers.authorization', 'authorization'], censor: '[redacted]' },
+  });
+  const metrics = createMetrics();
+  const storeOptions = {
+    resetMarginMs: config.resetMarginMs,
+    globalWindowMarginMs: config.globalWindowMarginMs,
+    probeTimeoutMs: config.upstreamTimeoutMs + 1000,
+  };
+  const store: LimiterStore = new MemoryStore(storeOptions);
+  const upstream = new Upstream({
+    url: config.upstreamUrl,
+    connections: config.upstreamConnections,
+    timeoutMs: config.upstreamTimeoutMs,
+    connectTimeoutMs: config.upstreamConnectTimeoutMs,
+  });
+  const app = buildApp({ config, store, upstream, metrics, log });
+  await app.admin.listen({ port: config.adminPort, host: config.adminHost });
+  await app.proxy.listen({ port: config.port, host: config.host });
+  log.info(
+    { upstream: config.upstreamUrl, state: config.redisUrl || config.redisClusterNodes.length ? 'redis' : 'memory' },
+    'proxy ready',
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    app.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

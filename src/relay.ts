@@ -1,0 +1,245 @@
+/**
+ * One request's way through the proxy once it is classified: wait for admission, forward, learn from the answer,
+ * and decide whether Discord's answer goes back to the client or the request goes round again.
+ *
+ * What may go round again follows one rule: never send twice what Discord may have done once. A 429 means Discord
+ * did nothing, and a failed connect means it never saw the request, so those are retried for every method; a
+ * timeout, a broken connection or a 5xx may hide a completed request, so only idempotent methods are retried.
+ */
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
+import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
+import { answers, type ProxyAnswer } from './errors.js';
+import { type Admission, HoldError, type Scheduler } from './limiter/scheduler.js';
+import type { AdmitInput, LearnInput, LimiterStore } from './limiter/types.js';
+import type { Metrics } from './metrics.js';
+import { type Upstream, UpstreamError } from './upstream.js';
+
+export interface RelayContext {
+  readonly store: LimiterStore;
+  readonly scheduler: Scheduler;
+  readonly upstream: Upstream;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly maxRetries: number;
+  readonly cloudflareCooldownMs: number;
+}
+
+export interface Outgoing {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: string[];
+  readonly body: Buffer | Readable | null;
+  readonly admit: AdmitInput;
+  /** Route template, for metrics. */
+  readonly template: string;
+  readonly signal: AbortSignal;
+  /** performance.now() after which the request must not be held any longer. */
+  readonly deadline: number;
+}
+
+export type RelayOutcome =
+  | {
+      readonly kind: 'upstream';
+      readonly status: number;
+      readonly headers: Record<string, string | string[] | undefined>;
+      readonly body: Readable | Buffer;
+      readonly holdMs: number;
+      readonly upstreamMs: number;
+    }
+  | { readonly kind: 'generated'; readonly answer: ProxyAnswer; readonly holdMs: number; readonly upstreamMs: number }
+  | { readonly kind: 'aborted'; readonly holdMs: number; readonly upstreamMs: number };
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+const RETRY_BASE_MS = 100;
+
+export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutcome> {
+  const replayable = out.body === null || Buffer.isBuffer(out.body);
+  const idempotent = IDEMPOTENT.has(out.method);
+  let holdMs = 0;
+  let upstreamMs = 0;
+  for (let attempt = 0; ; attempt++) {
+    const canRetry = replayable && attempt < ctx.maxRetries;
+    const heldAt = performance.now();
+    let admission: Admission;
+    try {
+      admission = await ctx.scheduler.acquire(out.admit, {
+        signal: out.signal,
+        maxHoldMs: Math.max(1, out.deadline - heldAt),
+        front: attempt > 0,
+      });
+    } catch (error) {
+      holdMs += performance.now() - heldAt;
+      if (!(error instanceof HoldError)) throw error;
+      if (error.reason === 'aborted') return { kind: 'aborted', holdMs, upstreamMs };
+      return { kind: 'generated', answer: holdAnswer(error), holdMs, upstreamMs };
+    }
+    const sentAt = performance.now();
+    holdMs += sentAt - heldAt;
+    ctx.metrics.hold.observe({ route: out.template }, (sentAt - heldAt) / 1000);
+
+    let response: Awaited<ReturnType<Upstream['send']>>;
+    try {
+      response = await ctx.upstream.send({
+        method: out.method,
+        path: out.url,
+        headers: out.headers,
+        body: out.body,
+        signal: out.signal,
+      });
+    } catch (error) {
+      upstreamMs += performance.now() - sentAt;
+      learn(ctx, out.admit, admission, {});
+      if (!(error instanceof UpstreamError)) throw error;
+      if (error.kind === 'aborted') return { kind: 'aborted', holdMs, upstreamMs };
+      ctx.metrics.upstreamErrors.inc({ kind: error.kind });
+      if (canRetry && (error.kind === 'connect' || idempotent)) {
+        ctx.metrics.retries.inc({ reason: error.kind });
+        await backoff(attempt, out.signal);
+        continue;
+      }
+      const answer = error.kind === 'timeout' ? answers.upstreamTimeout() : answers.upstreamUnreachable();
+      return { kind: 'generated', answer, holdMs, upstreamMs };
+    }
+    upstreamMs += performance.now() - sentAt;
+    const status = response.statusCode;
+    const rl = parseRateLimitHeaders(response.headers);
+
+    if (status !== 429) {
+      learn(ctx, out.admit, admission, bucketFacts(rl, status));
+      if (status >= 500 && canRetry && idempotent) {
+        ctx.metrics.retries.inc({ reason: `status_${status}` });
+        await response.body.dump().catch(() => undefined);
+        await backoff(attempt, out.signal);
+        continue;
+      }
+      return { kind: 'upstream', status, headers: response.headers, body: response.body, holdMs, upstreamMs };
+    }
+
+    // A 429 body is small (JSON, or Cloudflare's HTML page): read it whole to tell which 429 this is.
+    const text = Buffer.from(await response.body.arrayBuffer());
+    const contentType = headerValue(response.headers['content-type']);
+    const json = parseJson(text, contentType);
+    const kind = classifyResponse(status, rl, contentType, json);
+    const waitMs = retryAfterMs(rl, json);
+    ctx.metrics.upstream429.inc({ scope: kind === 'route' ? 'user' : (kind as Exclude<ResponseKind, 'ok'>) });
+    if (kind === 'cloudflare') {
+      learn(ctx, out.admit, admission, {});
+      const pausedMs = await ctx.store.pauseAll(waitMs ?? ctx.cloudflareCooldownMs);
+      ctx.log.error({ pausedMs }, 'Cloudflare ban from Discord: all upstream traffic paused');
+      return { kind: 'generated', answer: answers.cloudflare(pausedMs), holdMs, upstreamMs };
+    }
+    await on429(ctx, out.admit, admission, kind, rl, waitMs);
+    const fits = performance.now() + (waitMs ?? 0) < out.deadline;
+    if (canRetry && fits) {
+      ctx.metrics.retries.inc({ reason: `429_${kind}` });
+      continue;
+    }
+    return { kind: 'upstream', status, headers: response.headers, body: text, holdMs, upstreamMs };
+  }
+}
+
+/** Applies a 429 to the shared state so that no other request runs into it. */
+async function on429(
+  ctx: RelayContext,
+  admit: AdmitInput,
+  admission: Admission,
+  kind: ResponseKind,
+  rl: RateLimitHeaders,
+  waitMs: number | undefined,
+): Promise<void> {
+  const wait = waitMs ?? 1000;
+  switch (kind) {
+    case 'global':
+      ctx.metrics.globalPauses.inc();
+      await ctx.store.pauseIdentity(admit.identity, wait);
+      learn(ctx, admit, admission, {});
+      return;
+    case 'shared':
+      // Someone else's use of a shared resource: delay this bucket, keep its counters (discord-ratelimits.md §1.2).
+      learn(ctx, admit, admission, { hash: rl.bucket, blockMs: wait });
+      return;
+    case 'sublimit':
+      learn(ctx, admit, admission, {
+        ...bucketFacts(rl, 429),
+        sublimit: { tag: admit.sublimit, ms: wait },
+      });
+      return;
+    default:
+      learn(ctx, admit, admission, { ...bucketFacts(rl, 429), remaining: 0, blockMs: wait });
+  }
+}
+
+type Facts = Omit<LearnInput, 'identity' | 'routeKey' | 'major' | 'bucket' | 'probe'>;
+
+function bucketFacts(rl: RateLimitHeaders, status: number): Facts {
+  const known = rl.limit !== undefined && rl.remaining !== undefined && rl.resetAfterMs !== undefined;
+  return {
+    hash: rl.bucket,
+    limit: rl.limit,
+    remaining: rl.remaining,
+    resetAfterMs: rl.resetAfterMs,
+    // Only a success proves a route has no limit; errors (5xx, 404 before auth…) may simply lack the headers.
+    unbucketed: !known && rl.bucket === undefined && status >= 200 && status < 300,
+  };
+}
+
+/** Learning never delays the answer; waiters of the same queue are woken as soon as it has landed. */
+function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts: Facts): void {
+  ctx.store
+    .learn({
+      ...facts,
+      identity: admit.identity,
+      routeKey: admit.routeKey,
+      major: admit.major,
+      bucket: admission.bucket,
+      probe: admission.probe,
+    })
+    .then(
+      () => ctx.scheduler.wake(admit),
+      (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
+    );
+}
+
+function holdAnswer(error: HoldError): ProxyAnswer {
+  switch (error.reason) {
+    case 'cloudflare':
+      return answers.cloudflare(error.retryAfterMs);
+    case 'store_error':
+      return answers.storeUnavailable();
+    case 'shutting_down':
+      return answers.shuttingDown();
+    default:
+      return answers.holdTimeout(error.retryAfterMs || 1000);
+  }
+}
+
+function backoff(attempt: number, signal: AbortSignal): Promise<void> {
+  const ms = RETRY_BASE_MS * 2 ** attempt * (0.5 + Math.random());
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+export function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function parseJson(text: Buffer, contentType: string | undefined): Record<string, unknown> | null {
+  if (!contentType?.includes('json')) return null;
+  try {
+    const parsed: unknown = JSON.parse(text.toString('utf8'));
+    return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The public side: Discord-shaped requests in, Discord's answers (or the proxy's own) out.
+ *
+ * The handler takes the raw socket streams over from Fastify (hijack): bodies are forwarded as the bytes that
+ * arrived and answers are written as the bytes Discord sent, without Fastify's serialisation in between.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
+import type { Identity } from '../discord/types.js';
+import { answers, type ProxyAnswer } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import { type Outgoing, type RelayContext, relay } from '../relay.js';
+
+export interface ProxyRouteOptions {
+  readonly relay: RelayContext;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly requestLogLevel: string;
+  readonly identify: (authorization: string | undefined) => Identity;
+  readonly tokenHash: (value: string) => string;
+  readonly globalLimitFor: (identity: Identity) => number;
+  readonly maxHoldMs: number;
+  readonly bodyLimitBytes: number;
+  readonly retryBodyLimitBytes: number;
+}
+
+/** A client may ask to be held for less than the configured maximum (never more). */
+export const MAX_HOLD_HEADER = 'x-proxy-max-hold-ms';
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) and what only concerns the client↔proxy connection never go upstream.
+const DROP_REQUEST_HEADERS = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  MAX_HOLD_HEADER,
+]);
+const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+let requestCounter = 0;
+
+export function registerProxy(app: FastifyInstance, opts: ProxyRouteOptions): void {
+  // Bodies are not parsed: they are forwarded byte for byte from the raw request stream.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+  app.all('/api/*', (request, reply) => handle(opts, request, reply));
+  app.setNotFoundHandler((request, reply) => {
+    reply.hijack();
+    writeAnswer(reply.raw, answers.notFound());
+    opts.metrics.generated.inc({ reason: 'not_found' });
+    void request;
+  });
+}
+
+async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  reply.hijack();
+  const startedAt = performance.now();
+  const req = request.raw;
+  const res = reply.raw;
+  const method = req.method ?? 'GET';
+  const url = req.url ?? '/';
+  const queryAt = url.indexOf('?');
+  const path = normalizeApiPath(queryAt === -1 ? url : url.slice(0, queryAt));
+  if (path === null) return finish(opts, res, method, '-', startedAt, answers.notFound());
+
+  const identity = opts.identify(headerString(req.headers.authorization));
+  const route = classify(method, path, Date.now(), opts.tokenHash);
+  const contentType = headerString(req.headers['content-type']);
+  const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+  if (declared !== undefined && (!Number.isSafeInteger(declared) || declared > opts.bodyLimitBytes)) {
+    return finish(opts, res, method, route.template, startedAt, answers.badRequest('Request body too large.'), 413);
+  }
+
+  let body: Buffer | IncomingMessage | null | undefined = null;
+  if (declared !== undefined && declared > 0) {
+    // Small bodies are kept so that a 429 can be retried for the client; large uploads stream through once.
+    body = declared <= opts.retryBodyLimitBytes ? await readBody(req, declared) : req;
+  } else if (req.headers['transfer-encoding'] !== undefined) {
+    body = req;
+  }
+  if (body === undefined) return; // the client went away while sending its body
+
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+
+  const requested = Number(req.headers[MAX_HOLD_HEADER]);
+  const maxHold = requested > 0 ? Math.min(requested, opts.maxHoldMs) : opts.maxHoldMs;
+  const out: Outgoing = {
+    method,
+    url,
+    headers: forwardHeaders(req.rawHeaders),
+    body,
+    template: route.template,
+    signal: controller.signal,
+    deadline: startedAt + maxHold,
+    admit: {
+      identity: identity.key,
+      routeKey: route.routeKey,
+      major: route.major,
+      globalLimit: route.exempt ? 0 : opts.globalLimitFor(identity),
+      sublimit: sublimitTag(route.routeKey, Buffer.isBuffer(body) ? body : undefined, contentType),
+    },
+  };
+
+  const outcome = await relay(opts.relay, out);
+  if (outcome.kind === 'aborted') {
+    opts.log.debug({ route: route.template }, 'client went away');
+    return;
+  }
+  if (outcome.kind === 'generated') {
+    return finish(opts, res, method, route.template, startedAt, outcome.answer, undefined, outcome);
+  }
+  res.writeHead(outcome.status, responseHeaders(outcome.headers));
+  const done = () => logAndCount(opts, method, route.template, outcome.status, startedAt, outcome);
+  if (Buffer.isBuffer(outcome.body)) {
+    res.end(outcome.body, done);
+  } else {
+    pipeline(outcome.body, res, (error) => {
+      if (error) opts.log.debug({ err: error, route: route.template }, 'response stream ended early');
+      done();
+    });
+  }
+}
+
+function finish(
+  opts: ProxyRouteOptions,
+  res: ServerResponse,
+  method: string,
+  template: string,
+  startedAt: number,
+  answer: ProxyAnswer,
+  status = answer.status,
+  timing: { holdMs: number; upstreamMs: number } = { holdMs: 0, upstreamMs: 0 },
+): void {
+  opts.metrics.generated.inc({ reason: answer.reason });
+  writeAnswer(res, answer, status);
+  logAndCount(opts, method, template, status, startedAt, timing, answer.reason);
+}
+
+export function writeAnswer(res: ServerResponse, answer: ProxyAnswer, status = answer.status): void {
+  if (res.headersSent || res.destroyed) return;
+  const payload = JSON.stringify(answer.body);
+  res.writeHead(status, {
+    ...answer.headers,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(payload),
+  });
+  res.end(payload);
+}
+
+function logAndCount(
+  opts: ProxyRouteOptions,
+  method: string,
+  route: string,
+  status: number,
+  startedAt: number,
+  timing: { holdMs: number; upstreamMs: number },
+  generated?: string,
+): void {
+  const seconds = (performance.now() - startedAt) / 1000;
+  const labels = { method, route, status: String(status) };
+  opts.metrics.requests.inc(labels);
+  opts.metrics.duration.observe(labels, seconds);
+  const level = opts.requestLogLevel as 'info';
+  if (opts.log.isLevelEnabled(level)) {
+    requestCounter = (requestCounter + 1) % Number.MAX_SAFE_INTEGER;
+    opts.log[level](
+      {
+        reqId: requestCounter.toString(36),
+        method,
+        route,
+        status,
+        holdMs: Math.round(timing.holdMs),
+        upstreamMs: Math.round(timing.upstreamMs),
+        totalMs: Math.round(seconds * 1000),
+        ...(generated ? { generated } : {}),
+      },
+      'request',
+    );
+  }
+}
+
+function forwardHeaders(raw: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (!DROP_REQUEST_HEADERS.has(name.toLowerCase())) out.push(name, raw[i + 1]!);
+  }
+  return out;
+}
+
+function responseHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) out[name] = value;
+  }
+  return out;
+}
+
+function headerString(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Reads a body of known length; resolves undefined if the client disconnects before sending all of it. */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(received === length ? Buffer.concat(chunks, received) : undefined));
+    req.once('error', () => resolve(undefined));
+    req.once('aborted', () => resolve(undefined));
+  });
+}
