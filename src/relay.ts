@@ -48,7 +48,12 @@ export type RelayOutcome =
       readonly holdMs: number;
       readonly upstreamMs: number;
     }
-  | { readonly kind: 'generated'; readonly answer: ProxyAnswer; readonly holdMs: number; readonly upstreamMs: number }
+  | {
+      readonly kind: 'generated';
+      readonly answer: ProxyAnswer;
+      readonly holdMs: number;
+      readonly upstreamMs: number;
+    }
   | { readonly kind: 'aborted'; readonly holdMs: number; readonly upstreamMs: number };
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
@@ -163,7 +168,7 @@ async function on429(
     case 'sublimit':
       learn(ctx, admit, admission, {
         ...bucketFacts(rl, 429),
-        sublimit: { tag: admit.sublimit, ms: wait },
+        sublimitDelay: { tag: admit.sublimit, ms: wait },
       });
       return;
     default:

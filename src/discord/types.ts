@@ -11,9 +11,9 @@ export interface Identity {
 export interface RouteInfo {
   /** Route template without ids or tokens, for metrics and logs, e.g. "/channels/:id/messages/:id". */
   readonly template: string;
-  /** METHOD + " " + template + optional sub-bucket tag, e.g. "DELETE /channels/:id/messages/:id<10s". */
+  /** METHOD + " " + template + optional sub-bucket tag, e.g. "DELETE /channels/:id/messages/:id <10s". */
   readonly routeKey: string;
-  /** Top-level resource: "c:<id>", "g:<id>", "w:<id>", "w:<id>:<hash of token>", or "-". Never a raw token. */
+  /** Top-level resource: "c:<id>", "g:<id>", "w:<id>", "w:<id>:<hash of token>", "i:<interaction id>" for callbacks, or "-". Never a raw token. */
   readonly major: string;
   /** Interaction callbacks and interaction-token webhooks: not bound by the global limit. */
   readonly exempt: boolean;

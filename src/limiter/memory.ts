@@ -47,13 +47,16 @@ export class MemoryStore implements LimiterStore {
   /** Synchronous core, also used by the Redis store's fallback when Redis is down. */
   admitNow(input: AdmitInput): AdmitResult {
     const now = this.now();
-    if (this.cloudflareUntil > now) return { ok: false, reason: 'cloudflare', waitMs: this.cloudflareUntil - now };
+    if (this.cloudflareUntil > now)
+      return { ok: false, reason: 'cloudflare', waitMs: this.cloudflareUntil - now };
     if (input.globalLimit > 0) {
       const pausedUntil = this.pauses.get(input.identity);
-      if (pausedUntil !== undefined && pausedUntil > now) return { ok: false, reason: 'paused', waitMs: pausedUntil - now };
+      if (pausedUntil !== undefined && pausedUntil > now)
+        return { ok: false, reason: 'paused', waitMs: pausedUntil - now };
     }
     const subUntil = this.sublimits.get(sublimitKey(input, input.sublimit));
-    if (subUntil !== undefined && subUntil > now) return { ok: false, reason: 'sublimit', waitMs: subUntil - now };
+    if (subUntil !== undefined && subUntil > now)
+      return { ok: false, reason: 'sublimit', waitMs: subUntil - now };
 
     const hash = this.hashes.get(`${input.identity}|${input.routeKey}`)?.hash;
     const bucket =
@@ -68,7 +71,8 @@ export class MemoryStore implements LimiterStore {
       const global = this.globalFor(input.identity, input.globalLimit, now);
       const oldest = global.times[global.next]!;
       const windowMs = GLOBAL_WINDOW_MS + this.options.globalWindowMarginMs;
-      if (oldest > 0 && now - oldest < windowMs) return { ok: false, reason: 'global', waitMs: oldest + windowMs - now };
+      if (oldest > 0 && now - oldest < windowMs)
+        return { ok: false, reason: 'global', waitMs: oldest + windowMs - now };
       global.times[global.next] = now;
       global.next = (global.next + 1) % global.times.length;
       global.touched = now;
@@ -98,9 +102,9 @@ export class MemoryStore implements LimiterStore {
         }
       }
     }
-    if (input.sublimit) {
-      const key = sublimitKey(input, input.sublimit.tag);
-      this.sublimits.set(key, Math.max(this.sublimits.get(key) ?? 0, now + input.sublimit.ms));
+    if (input.sublimitDelay) {
+      const key = sublimitKey(input, input.sublimitDelay.tag);
+      this.sublimits.set(key, Math.max(this.sublimits.get(key) ?? 0, now + input.sublimitDelay.ms));
     }
     const target = input.hash ? `${input.identity}|${input.hash}|${input.major}` : input.bucket;
     if (target === null) return;

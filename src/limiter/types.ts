@@ -57,7 +57,7 @@ export interface LearnInput {
   /** Shared-scope 429: delay the whole bucket this long without touching its counters. */
   readonly blockMs?: number | undefined;
   /** Sublimit 429: delay requests with this tag on this route and major parameter. */
-  readonly sublimit?: { readonly tag: string; readonly ms: number } | undefined;
+  readonly sublimitDelay?: { readonly tag: string; readonly ms: number } | undefined;
 }
 
 export interface LimiterStore {

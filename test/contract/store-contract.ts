@@ -5,7 +5,11 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AdmitInput, LimiterStore, StoreOptions } from '../../src/limiter/types.js';
 
-export const CONTRACT_OPTIONS: StoreOptions = { resetMarginMs: 5, globalWindowMarginMs: 20, probeTimeoutMs: 300 };
+export const CONTRACT_OPTIONS: StoreOptions = {
+  resetMarginMs: 5,
+  globalWindowMarginMs: 20,
+  probeTimeoutMs: 300,
+};
 
 let seq = 0;
 function input(overrides: Partial<AdmitInput> = {}): AdmitInput {
@@ -17,6 +21,10 @@ function input(overrides: Partial<AdmitInput> = {}): AdmitInput {
     sublimit: '*',
     ...overrides,
   };
+}
+/** The fields of an admit input that also identify a learn input. */
+function at(req: AdmitInput) {
+  return { identity: req.identity, routeKey: req.routeKey, major: req.major };
 }
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -43,7 +51,15 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       expect(first).toMatchObject({ ok: true, probe: true });
       expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'probe' });
       if (!first.ok) throw new Error('unreachable');
-      await store.learn({ ...req, bucket: first.bucket, probe: true, hash: 'h1', limit: 3, remaining: 2, resetAfterMs: 300 });
+      await store.learn({
+        ...at(req),
+        bucket: first.bucket,
+        probe: true,
+        hash: 'h1',
+        limit: 3,
+        remaining: 2,
+        resetAfterMs: 300,
+      });
       expect(await drain(req)).toBe(2);
       const wait = await store.admit(req);
       expect(wait).toMatchObject({ ok: false, reason: 'bucket' });
@@ -54,17 +70,41 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       const req = input();
       const probe = await store.admit(req);
       if (!probe.ok) throw new Error('probe refused');
-      await store.learn({ ...req, bucket: probe.bucket, probe: true, hash: 'h', limit: 2, remaining: 0, resetAfterMs: 80 });
+      await store.learn({
+        ...at(req),
+        bucket: probe.bucket,
+        probe: true,
+        hash: 'h',
+        limit: 2,
+        remaining: 0,
+        resetAfterMs: 80,
+      });
       expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'bucket' });
       await sleep(110);
       const admitted = await store.admit(req);
       expect(admitted).toMatchObject({ ok: true, probe: false });
       expect(await drain(req)).toBe(1);
       // A late answer from the old window says nothing about the new one.
-      await store.learn({ ...req, bucket: null, probe: false, hash: 'h', limit: 2, remaining: 0, resetAfterMs: 0 });
+      await store.learn({
+        ...at(req),
+        bucket: null,
+        probe: false,
+        hash: 'h',
+        limit: 2,
+        remaining: 0,
+        resetAfterMs: 0,
+      });
       expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'bucket' });
       // The first answer of the new window sets its end.
-      await store.learn({ ...req, bucket: null, probe: false, hash: 'h', limit: 2, remaining: 1, resetAfterMs: 200 });
+      await store.learn({
+        ...at(req),
+        bucket: null,
+        probe: false,
+        hash: 'h',
+        limit: 2,
+        remaining: 1,
+        resetAfterMs: 200,
+      });
       const wait = await store.admit(req);
       expect(wait).toMatchObject({ ok: false, reason: 'bucket' });
       if (!wait.ok) expect(wait.waitMs).toBeGreaterThan(150);
@@ -76,7 +116,15 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       for (const req of [a, b]) {
         const probe = await store.admit(req);
         if (!probe.ok) throw new Error('probe refused');
-        await store.learn({ ...req, bucket: probe.bucket, probe: true, hash: 'react', limit: 4, remaining: 3, resetAfterMs: 500 });
+        await store.learn({
+          ...at(req),
+          bucket: probe.bucket,
+          probe: true,
+          hash: 'react',
+          limit: 4,
+          remaining: 3,
+          resetAfterMs: 500,
+        });
       }
       // Both answers described one counter: three slots left in all, not six.
       expect((await drain(a)) + (await drain(b))).toBe(3);
@@ -88,7 +136,7 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       const req = input({ routeKey: 'GET /users/@me', major: '-' });
       const probe = await store.admit(req);
       if (!probe.ok) throw new Error('probe refused');
-      await store.learn({ ...req, bucket: probe.bucket, probe: true, unbucketed: true });
+      await store.learn({ ...at(req), bucket: probe.bucket, probe: true, unbucketed: true });
       for (let i = 0; i < 10; i++) expect(await store.admit(req)).toMatchObject({ ok: true, bucket: null });
     });
 
@@ -96,7 +144,7 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       const req = input({ routeKey: 'GET /users/@me', major: '-', globalLimit: 5 });
       const probe = await store.admit(req);
       if (!probe.ok) throw new Error('probe refused');
-      await store.learn({ ...req, bucket: probe.bucket, probe: true, unbucketed: true });
+      await store.learn({ ...at(req), bucket: probe.bucket, probe: true, unbucketed: true });
       expect(await drain(req)).toBe(4);
       const wait = await store.admit(req);
       expect(wait).toMatchObject({ ok: false, reason: 'global' });
@@ -104,7 +152,11 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
         expect(wait.waitMs).toBeGreaterThan(900);
         expect(wait.waitMs).toBeLessThanOrEqual(1000 + CONTRACT_OPTIONS.globalWindowMarginMs);
       }
-      const exempt = input({ routeKey: 'POST /interactions/:id/:token/callback', major: '-', globalLimit: 0 });
+      const exempt = input({
+        routeKey: 'POST /interactions/:id/:token/callback',
+        major: '-',
+        globalLimit: 0,
+      });
       expect(await store.admit(exempt)).toMatchObject({ ok: true });
     });
 
@@ -112,7 +164,15 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       const req = input({ globalLimit: 1 });
       const probe = await store.admit(req);
       if (!probe.ok) throw new Error('probe refused');
-      await store.learn({ ...req, bucket: probe.bucket, probe: true, hash: 'h', limit: 5, remaining: 4, resetAfterMs: 5000 });
+      await store.learn({
+        ...at(req),
+        bucket: probe.bucket,
+        probe: true,
+        hash: 'h',
+        limit: 5,
+        remaining: 4,
+        resetAfterMs: 5000,
+      });
       expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'global' });
       await sleep(1000 + CONTRACT_OPTIONS.globalWindowMarginMs + 10);
       expect(await drain({ ...req, globalLimit: 100 })).toBe(4);
@@ -138,18 +198,18 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       const probe = await store.admit(named);
       if (!probe.ok) throw new Error('probe refused');
       await store.learn({
-        ...named,
+        ...at(named),
         bucket: probe.bucket,
         probe: true,
         hash: 'patch',
         limit: 10,
         remaining: 9,
         resetAfterMs: 5000,
-        sublimit: { tag: 'name-topic', ms: 300 },
+        sublimitDelay: { tag: 'name-topic', ms: 300 },
       });
       expect(await store.admit(named)).toMatchObject({ ok: false, reason: 'sublimit' });
       expect(await store.admit(other)).toMatchObject({ ok: true });
-      await store.learn({ ...other, bucket: null, probe: false, hash: 'patch', blockMs: 300 });
+      await store.learn({ ...at(other), bucket: null, probe: false, hash: 'patch', blockMs: 300 });
       expect(await store.admit(other)).toMatchObject({ ok: false, reason: 'blocked' });
     });
 
@@ -165,10 +225,26 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       const req = input({ routeKey: 'DELETE /channels/:id/messages/:id' });
       const probe = await store.admit(req);
       if (!probe.ok) throw new Error('probe refused');
-      await store.learn({ ...req, bucket: probe.bucket, probe: true, hash: 'old', limit: 1, remaining: 0, resetAfterMs: 5000 });
+      await store.learn({
+        ...at(req),
+        bucket: probe.bucket,
+        probe: true,
+        hash: 'old',
+        limit: 1,
+        remaining: 0,
+        resetAfterMs: 5000,
+      });
       expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'bucket' });
       // The same route answers with another hash: its requests now count against that bucket.
-      await store.learn({ ...req, bucket: null, probe: false, hash: 'new', limit: 5, remaining: 4, resetAfterMs: 5000 });
+      await store.learn({
+        ...at(req),
+        bucket: null,
+        probe: false,
+        hash: 'new',
+        limit: 5,
+        remaining: 4,
+        resetAfterMs: 5000,
+      });
       expect(await drain(req)).toBe(4);
     });
   });

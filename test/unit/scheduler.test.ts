@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import { MemoryStore } from '../../src/limiter/memory.js';
+import { HoldError, Scheduler } from '../../src/limiter/scheduler.js';
+import type { AdmitInput, LimiterStore } from '../../src/limiter/types.js';
+
+const options = { resetMarginMs: 0, globalWindowMarginMs: 0, probeTimeoutMs: 1000 };
+
+function counting(store: LimiterStore): LimiterStore & { admits: number } {
+  const wrapped = Object.create(store) as LimiterStore & { admits: number };
+  wrapped.admits = 0;
+  wrapped.admit = (input) => {
+    wrapped.admits += 1;
+    return store.admit(input);
+  };
+  return wrapped;
+}
+
+const req = (over: Partial<AdmitInput> = {}): AdmitInput => ({
+  identity: 'bot',
+  routeKey: 'POST /channels/:id/messages',
+  major: 'c:1',
+  globalLimit: 50,
+  sublimit: '*',
+  ...over,
+});
+
+async function exhausted(store: LimiterStore, input: AdmitInput, resetAfterMs: number): Promise<void> {
+  const probe = await store.admit(input);
+  if (!probe.ok) throw new Error('probe refused');
+  await store.learn({
+    ...input,
+    bucket: probe.bucket,
+    probe: true,
+    hash: 'h',
+    limit: 1,
+    remaining: 0,
+    resetAfterMs,
+  });
+}
+
+describe('Scheduler', () => {
+  it('answers at once when the wait is longer than the hold time allows', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 100 });
+    await exhausted(store, req(), 5000);
+    const started = performance.now();
+    const error = await scheduler.acquire(req()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HoldError);
+    expect((error as HoldError).reason).toBe('hold_timeout');
+    expect((error as HoldError).retryAfterMs).toBeGreaterThan(4000);
+    expect(performance.now() - started).toBeLessThan(50);
+    expect(scheduler.held).toBe(0);
+  });
+
+  it('removes a held request whose client goes away, and gives its turn to the next', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
+    await exhausted(store, req(), 150);
+    const controller = new AbortController();
+    const first = scheduler.acquire(req(), { signal: controller.signal });
+    const second = scheduler.acquire(req());
+    expect(scheduler.held).toBe(2);
+    controller.abort();
+    await expect(first).rejects.toMatchObject({ reason: 'aborted' });
+    expect(scheduler.held).toBe(1);
+    await expect(second).resolves.toMatchObject({ ok: true });
+    expect(scheduler.held).toBe(0);
+  });
+
+  it('asks the store once per queue, not once per held request', async () => {
+    const store = counting(new MemoryStore(options));
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
+    await exhausted(store, req(), 300);
+    store.admits = 0;
+    const held = Array.from({ length: 5000 }, () => scheduler.acquire(req()).catch((e: unknown) => e));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(scheduler.held).toBe(5000);
+    expect(store.admits).toBeLessThan(5);
+    scheduler.close();
+    const results = await Promise.all(held);
+    expect(
+      results.filter((r) => r instanceof HoldError && r.reason === 'shutting_down').length,
+    ).toBeGreaterThan(4990);
+  });
+
+  it('keeps a saturated identity to about one store call per admission across many channels', async () => {
+    const store = counting(new MemoryStore({ ...options, globalWindowMarginMs: 0 }));
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
+    const unbucketed = (i: number) => req({ routeKey: 'GET /users/:id', major: `c:${i}`, globalLimit: 10 });
+    // Learn that the route is unbucketed so only the global window limits it.
+    for (let i = 0; i < 40; i++) {
+      const probe = await store.admit(unbucketed(i));
+      if (probe.ok)
+        await store.learn({ ...unbucketed(i), bucket: probe.bucket, probe: true, unbucketed: true });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1050));
+    store.admits = 0;
+    const admittedAt: number[] = [];
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        scheduler.acquire(unbucketed(i)).then(() => admittedAt.push(performance.now() - started)),
+      ),
+    );
+    // 40 requests at 10/s: four windows; every window of 1000 ms holds at most 10.
+    for (const t of admittedAt)
+      expect(admittedAt.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(10);
+    expect(store.admits).toBeLessThan(40 * 3);
+  });
+});
