@@ -108,13 +108,16 @@ export function loadConfig(env: Env): Config {
   };
   const level = (name: EnvName): string => {
     const text = raw(name);
-    if (!LOG_LEVELS.has(text)) problems.push(`${name} must be one of ${[...LOG_LEVELS].join(', ')}, got "${text}"`);
+    if (!LOG_LEVELS.has(text))
+      problems.push(`${name} must be one of ${[...LOG_LEVELS].join(', ')}, got "${text}"`);
     return text;
   };
 
   const upstream = url('UPSTREAM_URL', ['http:', 'https:']);
   if (upstream && new URL(upstream).pathname !== '/') {
-    problems.push(`UPSTREAM_URL must be an origin without a path (the request path is appended), got "${upstream}"`);
+    problems.push(
+      `UPSTREAM_URL must be an origin without a path (the request path is appended), got "${upstream}"`,
+    );
   }
   const config: Config = {
     port: int('PORT', 0, 65535),
@@ -160,7 +163,9 @@ function parseOverrides(text: string, problems: string[]): ReadonlyMap<string, n
   for (const part of text.split(',')) {
     const [id, limit] = part.trim().split(':');
     if (!id || !/^\d{17,20}$/.test(id) || !limit || !/^\d+$/.test(limit) || Number(limit) < 1) {
-      problems.push(`GLOBAL_RATE_LIMIT_OVERRIDES entries must look like <bot id>:<limit>, got "${part.trim()}"`);
+      problems.push(
+        `GLOBAL_RATE_LIMIT_OVERRIDES entries must look like <bot id>:<limit>, got "${part.trim()}"`,
+      );
       continue;
     }
     map.set(id, Number(limit));
@@ -172,7 +177,8 @@ function parseClusterNodes(text: string, problems: string[]): readonly string[] 
   if (text === '') return [];
   const nodes = text.split(',').map((node) => node.trim());
   for (const node of nodes) {
-    if (!/^[\w.-]+:\d{1,5}$/.test(node)) problems.push(`REDIS_CLUSTER_NODES entries must be host:port, got "${node}"`);
+    if (!/^[\w.-]+:\d{1,5}$/.test(node))
+      problems.push(`REDIS_CLUSTER_NODES entries must be host:port, got "${node}"`);
   }
   return nodes;
 }

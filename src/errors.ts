@@ -86,7 +86,13 @@ export const answers = {
       1000,
     ),
   shuttingDown: () =>
-    answer(503, 'shutting_down', 'The proxy is shutting down; retry on another replica.', ProxyCode.ShuttingDown, 1000),
+    answer(
+      503,
+      'shutting_down',
+      'The proxy is shutting down; retry on another replica.',
+      ProxyCode.ShuttingDown,
+      1000,
+    ),
   badRequest: (message: string) => answer(400, 'bad_request', message, ProxyCode.BadRequest),
   notFound: () =>
     answer(404, 'not_found', 'The proxy only forwards Discord API paths under /api/.', ProxyCode.NotFound),

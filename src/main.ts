@@ -42,7 +42,10 @@ async function main(): Promise<void> {
   await app.admin.listen({ port: config.adminPort, host: config.adminHost });
   await app.proxy.listen({ port: config.port, host: config.host });
   log.info(
-    { upstream: config.upstreamUrl, state: config.redisUrl || config.redisClusterNodes.length ? 'redis' : 'memory' },
+    {
+      upstream: config.upstreamUrl,
+      state: config.redisUrl || config.redisClusterNodes.length ? 'redis' : 'memory',
+    },
     'proxy ready',
   );
 

@@ -34,7 +34,9 @@ export function emptyBucket(): BucketState {
 export function checkBucket(s: BucketState, now: number): Wait | null {
   if (s.blockedUntil > now) return { ok: false, reason: 'blocked', waitMs: s.blockedUntil - now };
   if (s.limit === undefined) {
-    return s.probeUntil > now ? { ok: false, reason: 'probe', waitMs: Math.min(PROBE_POLL_MS, s.probeUntil - now) } : null;
+    return s.probeUntil > now
+      ? { ok: false, reason: 'probe', waitMs: Math.min(PROBE_POLL_MS, s.probeUntil - now) }
+      : null;
   }
   if (s.remaining > 0) return null;
   if (!s.fresh) return now >= s.resetAt ? null : { ok: false, reason: 'bucket', waitMs: s.resetAt - now };

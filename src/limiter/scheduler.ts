@@ -79,7 +79,10 @@ export class Scheduler {
    * Resolves when the request may go upstream. Rejects with HoldError when its hold time runs out, the client
    * goes away, or everything is paused by a Cloudflare ban. `front` puts a retried request ahead of newer ones.
    */
-  acquire(input: AdmitInput, opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {}): Promise<Admission> {
+  acquire(
+    input: AdmitInput,
+    opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {},
+  ): Promise<Admission> {
     if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
     const maxHold = Math.min(opts.maxHoldMs ?? this.options.maxHoldMs, this.options.maxHoldMs);
     return new Promise<Admission>((resolve, reject) => {
@@ -97,7 +100,15 @@ export class Scheduler {
       const key = `${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`;
       let queue = this.queues.get(key);
       if (!queue) {
-        queue = { key, identity: input.identity, items: [], head: 0, running: false, gated: false, woken: false };
+        queue = {
+          key,
+          identity: input.identity,
+          items: [],
+          head: 0,
+          running: false,
+          gated: false,
+          woken: false,
+        };
         this.queues.set(key, queue);
       }
       if (opts.front) queue.items.splice(queue.head, 0, ticket);
@@ -132,7 +143,8 @@ export class Scheduler {
     this.closing = true;
     for (const queue of this.queues.values()) {
       if (queue.timer) clearTimeout(queue.timer);
-      for (let i = queue.head; i < queue.items.length; i++) queue.items[i]!.reject(new HoldError('shutting_down', 0));
+      for (let i = queue.head; i < queue.items.length; i++)
+        queue.items[i]!.reject(new HoldError('shutting_down', 0));
     }
     for (const gate of this.gates.values()) if (gate.timer) clearTimeout(gate.timer);
   }

@@ -44,7 +44,13 @@ const DROP_REQUEST_HEADERS = new Set([
   'expect',
   MAX_HOLD_HEADER,
 ]);
-const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+const DROP_RESPONSE_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 let requestCounter = 0;
 
@@ -75,9 +81,18 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
   const identity = opts.identify(headerString(req.headers.authorization));
   const route = classify(method, path, Date.now(), opts.tokenHash);
   const contentType = headerString(req.headers['content-type']);
-  const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+  const declared =
+    req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
   if (declared !== undefined && (!Number.isSafeInteger(declared) || declared > opts.bodyLimitBytes)) {
-    return finish(opts, res, method, route.template, startedAt, answers.badRequest('Request body too large.'), 413);
+    return finish(
+      opts,
+      res,
+      method,
+      route.template,
+      startedAt,
+      answers.badRequest('Request body too large.'),
+      413,
+    );
   }
 
   let body: Buffer | IncomingMessage | null | undefined = null;
@@ -200,7 +215,9 @@ function forwardHeaders(raw: string[]): string[] {
   return out;
 }
 
-function responseHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+function responseHeaders(
+  headers: Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const value = headers[name];

@@ -24,7 +24,10 @@ export interface StartProxyOptions {
 }
 
 /** Builds the production app with real sockets on free loopback ports, pointing at `upstreamUrl`. */
-export async function startProxy(upstreamUrl: string, options: StartProxyOptions = {}): Promise<RunningProxy> {
+export async function startProxy(
+  upstreamUrl: string,
+  options: StartProxyOptions = {},
+): Promise<RunningProxy> {
   const config = loadConfig({
     PORT: '0',
     ADMIN_PORT: '0',

@@ -23,7 +23,9 @@ export async function freePort(): Promise<number> {
 function requireRedisBinary(): void {
   const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
   if (found.error || found.status !== 0) {
-    throw new Error('redis-server not found on PATH: the tests need a real Redis (apt-get install redis-server)');
+    throw new Error(
+      'redis-server not found on PATH: the tests need a real Redis (apt-get install redis-server)',
+    );
   }
 }
 
