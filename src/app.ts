@@ -2,7 +2,7 @@
  * Wires the parts into two Fastify instances (public and admin) without opening sockets or reading the
  * environment, so tests build exactly what production runs and listen where they like.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
@@ -44,7 +44,8 @@ export function buildApp(deps: AppDeps): App {
   const fastifyLog = log as unknown as FastifyBaseLogger;
   const proxy = Fastify({
     loggerInstance: fastifyLog,
-    disableRequestLogging: true,
+    // The proxy logs one line per request itself, with what matters here (hold and upstream time).
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
     // Keep-alive sockets from bot workers are long-lived; a slow client must not hold one forever.
     requestTimeout: config.maxHoldMs + config.upstreamTimeoutMs + 5000,
@@ -71,7 +72,10 @@ export function buildApp(deps: AppDeps): App {
     retryBodyLimitBytes: config.retryBodyLimitBytes,
   });
 
-  const admin = Fastify({ loggerInstance: fastifyLog, disableRequestLogging: true });
+  const admin = Fastify({
+    loggerInstance: fastifyLog,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
   registerAdmin(admin, metrics, {
     async check() {
       if (shuttingDown) return 'shutting down';

@@ -8,6 +8,8 @@ const INTERACTION_TOKEN_PREFIX = 'aW50ZXJhY3Rpb246';
 /** Webhook tokens are 68 characters and interaction tokens longer; no Discord literal comes close. */
 const TOKEN_MIN_LENGTH = 60;
 const MESSAGE_BY_ID = '/channels/:id/messages/:id';
+const REACTIONS = '/channels/:id/messages/:id/reactions';
+export const REACTIONS_ROUTE_KEY = `* ${REACTIONS}`;
 const CHANNEL_PATCH = 'PATCH /channels/:id';
 const JSON_CONTENT_TYPE = /json/i;
 
@@ -135,7 +137,11 @@ export function classify(
   }
 
   let routeKey = `${method} ${template}`;
-  if (method === 'DELETE' && template === MESSAGE_BY_ID) {
+  if (template.startsWith(REACTIONS)) {
+    // Every reaction verb on every message of a channel counts against one bucket (§2.4). One route key makes
+    // them learn one hash with one probe, instead of each verb probing into a bucket another verb emptied.
+    routeKey = REACTIONS_ROUTE_KEY;
+  } else if (method === 'DELETE' && template === MESSAGE_BY_ID) {
     routeKey += deleteAgeTag(segments[4] ?? '', nowMs);
   }
 

@@ -97,8 +97,7 @@ export function retryAfterMs(
   const seconds = body?.retry_after;
   const bodyMs = typeof seconds === 'number' && seconds >= 0 ? secondsToMs(seconds) : Number.NaN;
   const fromBody = Number.isSafeInteger(bodyMs) ? bodyMs : undefined;
-  const fromHeader = rl.retryAfterMs;
-  if (fromBody === undefined) return fromHeader;
-  if (fromHeader === undefined) return fromBody;
-  return Math.max(fromBody, fromHeader);
+  // The body carries the actual wait; the header is its ceiling in whole seconds (discord-ratelimits.md §1.2).
+  // Pausing a whole identity for the rounded-up second after a global 429 would waste most of that second.
+  return fromBody ?? rl.retryAfterMs;
 }

@@ -36,7 +36,7 @@ const CASES: readonly Case[] = [
     contentType: JSON_TYPE,
     body: { message: 'You are being rate limited.', retry_after: 64.57, global: false },
     kind: 'route',
-    waitMs: 65_000,
+    waitMs: 64_570,
   },
   {
     name: 'shared limit with remaining 9, D-RL:85–101',
@@ -53,7 +53,7 @@ const CASES: readonly Case[] = [
     contentType: JSON_TYPE,
     body: { message: 'The resource is being rate limited.', retry_after: 1336.57, global: false },
     kind: 'shared',
-    waitMs: 1_337_000,
+    waitMs: 1_336_570,
   },
   {
     name: 'global limit, disgo PR 14 capture',
@@ -69,7 +69,7 @@ const CASES: readonly Case[] = [
     contentType: JSON_TYPE,
     body: { global: true, message: 'You are being rate limited.', retry_after: 0.661 },
     kind: 'global',
-    waitMs: 1000,
+    waitMs: 661,
   },
   {
     name: 'resource write limit 20028 with shared scope, PR #8290',
@@ -78,7 +78,7 @@ const CASES: readonly Case[] = [
     contentType: JSON_TYPE,
     body: { message: 'The write action …', retry_after: 0.3, global: false, code: 20028 },
     kind: 'shared',
-    waitMs: 1000,
+    waitMs: 300,
   },
   {
     name: 'channel name/topic sublimit, remaining > 0, JDA#1306',
@@ -95,7 +95,7 @@ const CASES: readonly Case[] = [
     contentType: JSON_TYPE,
     body: { message: 'You are being rate limited.', retry_after: 583.413, global: false },
     kind: 'sublimit',
-    waitMs: 584_000,
+    waitMs: 583_413,
   },
   {
     name: 'Cloudflare form A without Retry-After, #5810',
@@ -308,7 +308,8 @@ describe('retryAfterMs', () => {
     ['header only', header('2'), null, 2000],
     ['header only, body without the field', header('2'), {}, 2000],
     ['body longer than header', header('1'), { retry_after: 1.25 }, 1250],
-    ['header longer than body', header('65'), { retry_after: 64.57 }, 65_000],
+    // The header is only the body's wait rounded up to whole seconds: the body is the precise one.
+    ['header longer than body', header('65'), { retry_after: 64.57 }, 64_570],
     ['neither', parseRateLimitHeaders({}), null, undefined],
     ['nothing at all', parseRateLimitHeaders({}), undefined, undefined],
     ['body value not a number', parseRateLimitHeaders({}), { retry_after: '5' }, undefined],

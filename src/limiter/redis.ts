@@ -1,0 +1,253 @@
+/**
+ * Limiter state in Redis, so any number of replicas act as one. The rules are bucket-rules.ts, implemented again
+ * in lua/*.lua and held to MemoryStore's behaviour by the shared contract suite.
+ *
+ * Key layout (P = options.prefix, I = identity, itself a keyed hash of the token):
+ *   P{I}:pause                          STRING, PX = remaining global-429 pause of the identity
+ *   P{I}:sub:<routeKey>|<major>|<tag>   STRING, PX = remaining sublimit delay
+ *   P{I}:route:<routeKey>               STRING: bucket hash ("" = not bucketed), PX = keyTtlMs after last learned
+ *   P{I}:global                         LIST: the identity's last `globalLimit` admission times, newest first
+ *   P{I}:bucket:<hash>|<major>          HASH: one bucket's state (unknown buckets: <hash> = "unk:<routeKey>")
+ *   Pcloudflare                         STRING, PX = remaining egress-wide Cloudflare pause
+ * Every key of one identity carries the {I} hash tag, so the scripts run unchanged on Redis Cluster; only the
+ * Cloudflare key lives elsewhere (see `cloudflareUntil`).
+ *
+ * Time is Redis's: the scripts read TIME and pauses are PTTLs, so replicas whose clocks disagree still agree.
+ * Redis errors reject the returned promises; deciding what to do without Redis is the caller's job.
+ */
+import { readFileSync } from 'node:fs';
+import type { Cluster, Redis } from 'ioredis';
+import {
+  type AdmitInput,
+  type AdmitResult,
+  GLOBAL_WINDOW_MS,
+  type LearnInput,
+  type LimiterStore,
+  PROBE_POLL_MS,
+  SAME_WINDOW_TOLERANCE_MS,
+  STALLED_WINDOW_MS,
+  type StoreOptions,
+  type WaitReason,
+} from './types.js';
+
+export interface RedisStoreOptions extends StoreOptions {
+  /** Starts every key; must not contain "{" or "}", which would move the identity's hash tag. */
+  readonly prefix: string;
+  /**
+   * TTL safety net for every key, ms (default 600000, MemoryStore's sweep age): a bucket lives this long after
+   * its last reset, block or probe ends; a route's hash this long after it was last learned.
+   */
+  readonly keyTtlMs?: number;
+  /**
+   * How often another replica's Cloudflare pause is picked up, ms (default 500; 0 turns polling off, leaving
+   * pauseAll() and cloudflarePause() as the only refreshes).
+   */
+  readonly cloudflarePollMs?: number;
+  /** close() quits the client (default false: whoever created a shared client closes it). */
+  readonly ownsClient?: boolean;
+}
+
+const DEFAULT_KEY_TTL_MS = 10 * 60_000;
+const DEFAULT_CLOUDFLARE_POLL_MS = 500;
+
+/** The scripts' reason codes, in order from 1 (lua/admit-4.lua). */
+const REASONS: readonly WaitReason[] = ['bucket', 'probe', 'blocked', 'sublimit', 'global', 'paused'];
+
+type Arg = string | number;
+interface ScriptCommands {
+  drlpAdmit(...args: Arg[]): Promise<unknown>;
+  drlpLearn(...args: Arg[]): Promise<unknown>;
+  drlpPause(key: string, ms: number): Promise<unknown>;
+}
+
+function script(file: string): { lua: string; numberOfKeys: number } {
+  const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)?.[1]);
+  return { lua: readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8'), numberOfKeys };
+}
+
+const SCRIPTS = {
+  drlpAdmit: script('admit-4.lua'),
+  drlpLearn: script('learn-4.lua'),
+  drlpPause: script('pause-1.lua'),
+} as const;
+
+// defineCommand keeps one SCRIPT LOAD/EVALSHA cache per client; stores sharing a client share it.
+const registered = new WeakSet<Redis | Cluster>();
+
+function registerScripts(redis: Redis | Cluster): ScriptCommands {
+  if (!registered.has(redis)) {
+    for (const [name, definition] of Object.entries(SCRIPTS)) redis.defineCommand(name, definition);
+    registered.add(redis);
+  }
+  return redis as unknown as ScriptCommands;
+}
+
+function clientKeyPrefix(redis: Redis | Cluster): string {
+  const options = redis.options as { keyPrefix?: string; redisOptions?: { keyPrefix?: string } };
+  return options.keyPrefix || options.redisOptions?.keyPrefix || '';
+}
+
+export class RedisStore implements LimiterStore {
+  private readonly scripts: ScriptCommands;
+  private readonly prefix: string;
+  private readonly keyTtlMs: number;
+  private readonly windowMs: number;
+  private readonly cloudflareKey: string;
+  /**
+   * The Cloudflare pause, cached in process (monotonic clock). Its key cannot share a slot with every identity,
+   * so admit cannot read it in the same script without a second round trip. Instead: pauseAll() sets this at
+   * once, so this replica stops immediately; other replicas pick the pause up on their next poll, within
+   * cloudflarePollMs plus one round trip (500 ms by default). They are hitting the same banned egress, so each
+   * also stops as soon as its own requests come back banned.
+   */
+  private cloudflareUntil = 0;
+  private polling = false;
+  private readonly poller: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly redis: Redis | Cluster,
+    private readonly options: RedisStoreOptions,
+  ) {
+    if (/[{}]/.test(options.prefix)) throw new Error('RedisStore prefix must not contain "{" or "}"');
+    // The bucket key is built inside the admit script, where ioredis cannot add its own prefix.
+    if (clientKeyPrefix(redis) !== '')
+      throw new Error('RedisStore needs a client without keyPrefix; use options.prefix');
+    this.scripts = registerScripts(redis);
+    this.prefix = options.prefix;
+    this.keyTtlMs = Math.ceil(options.keyTtlMs ?? DEFAULT_KEY_TTL_MS);
+    if (!(this.keyTtlMs > 0)) throw new Error('RedisStore keyTtlMs must be a positive number of ms');
+    this.windowMs = GLOBAL_WINDOW_MS + options.globalWindowMarginMs;
+    this.cloudflareKey = `${options.prefix}cloudflare`;
+    const pollMs = options.cloudflarePollMs ?? DEFAULT_CLOUDFLARE_POLL_MS;
+    if (pollMs > 0) {
+      this.poller = setInterval(() => this.poll(), pollMs);
+      this.poller.unref();
+      this.poll(); // a replica that starts during a ban must not wait a poll to learn of it
+    }
+  }
+
+  async admit(input: AdmitInput): Promise<AdmitResult> {
+    const cloudflareMs = this.cloudflareUntil - performance.now();
+    if (cloudflareMs > 0) return { ok: false, reason: 'cloudflare', waitMs: cloudflareMs };
+    const base = this.identityBase(input.identity);
+    const reply = await this.scripts.drlpAdmit(
+      `${base}pause`,
+      `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
+      `${base}route:${input.routeKey}`,
+      `${base}global`,
+      `${base}bucket:`,
+      input.routeKey,
+      input.major,
+      input.globalLimit,
+      this.windowMs,
+      this.options.probeTimeoutMs,
+      this.keyTtlMs,
+      PROBE_POLL_MS,
+      STALLED_WINDOW_MS,
+    );
+    return admitResult(input.identity, reply);
+  }
+
+  async learn(input: LearnInput): Promise<void> {
+    const base = this.identityBase(input.identity);
+    const route = `${base}route:${input.routeKey}`;
+    const probed = this.bucketKey(input.identity, input.bucket);
+    const target = input.hash ? `${base}bucket:${input.hash}|${input.major}` : probed;
+    const sublimit = input.sublimitDelay
+      ? `${base}sub:${input.routeKey}|${input.major}|${input.sublimitDelay.tag}`
+      : route;
+    await this.scripts.drlpLearn(
+      route,
+      probed ?? route,
+      target ?? route,
+      sublimit,
+      input.hash ? 'h' : input.unbucketed ? 'u' : '',
+      input.hash || '',
+      input.probe && probed ? '1' : '',
+      target ? '1' : '',
+      fact(input.sublimitDelay?.ms),
+      fact(input.limit),
+      fact(input.remaining),
+      fact(input.resetAfterMs),
+      fact(input.blockMs),
+      this.options.resetMarginMs,
+      SAME_WINDOW_TOLERANCE_MS,
+      this.keyTtlMs,
+      this.keyTtlMs,
+    );
+  }
+
+  async pauseIdentity(identity: string, ms: number): Promise<void> {
+    await this.scripts.drlpPause(`${this.identityBase(identity)}pause`, ms);
+  }
+
+  async pauseAll(ms: number): Promise<number> {
+    // The ban is real whether or not Redis hears of it: this replica stops first, then tells the others.
+    this.noteCloudflare(ms);
+    this.noteCloudflare(Number(await this.scripts.drlpPause(this.cloudflareKey, ms)));
+    return this.cloudflareRemaining();
+  }
+
+  async cloudflarePause(): Promise<number> {
+    this.noteCloudflare(await this.redis.pttl(this.cloudflareKey));
+    return this.cloudflareRemaining();
+  }
+
+  async close(): Promise<void> {
+    if (this.poller) clearInterval(this.poller);
+    if (this.options.ownsClient) await this.redis.quit();
+  }
+
+  private identityBase(identity: string): string {
+    return `${this.prefix}{${identity}}:`;
+  }
+
+  /** Bucket ids look like MemoryStore's ("<identity>|<hash or unk:route>|<major>"), so either store's id works. */
+  private bucketKey(identity: string, bucket: string | null): string | undefined {
+    // An id of another identity names no key of this one (and would break the script's single slot): ignore it.
+    if (bucket === null || !bucket.startsWith(`${identity}|`)) return undefined;
+    return `${this.identityBase(identity)}bucket:${bucket.slice(identity.length + 1)}`;
+  }
+
+  private noteCloudflare(remainingMs: number): void {
+    if (remainingMs > 0)
+      this.cloudflareUntil = Math.max(this.cloudflareUntil, performance.now() + remainingMs);
+  }
+
+  private cloudflareRemaining(): number {
+    return Math.max(0, this.cloudflareUntil - performance.now());
+  }
+
+  private poll(): void {
+    // One poll at a time: against a Redis that hangs, polls must not pile up behind each other.
+    if (this.polling) return;
+    this.polling = true;
+    this.redis.pttl(this.cloudflareKey).then(
+      (ms) => {
+        this.polling = false;
+        this.noteCloudflare(ms);
+      },
+      // Nobody awaits the poll; a Redis failure surfaces in the next admit(), which the caller handles.
+      () => {
+        this.polling = false;
+      },
+    );
+  }
+}
+
+/** An absent (or non-finite) header value; Lua would read "nan" as a number and poison the bucket with it. */
+function fact(value: number | undefined): number | '' {
+  return value !== undefined && Number.isFinite(value) ? value : '';
+}
+
+function admitResult(identity: string, reply: unknown): AdmitResult {
+  if (!Array.isArray(reply) || reply.length !== 3) throw new Error('unexpected reply from the admit script');
+  const [ok, detail, value] = reply as [unknown, unknown, unknown];
+  if (ok === 1) {
+    const suffix = String(detail);
+    return { ok: true, bucket: suffix === '' ? null : `${identity}|${suffix}`, probe: value === 1 };
+  }
+  const reason = REASONS[Number(detail) - 1];
+  if (reason === undefined) throw new Error(`unexpected wait reason ${String(detail)} from the admit script`);
+  return { ok: false, reason, waitMs: Number(value) };
+}

@@ -1,0 +1,324 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createIdentifier, createTokenHasher } from '../../src/discord/identity.js';
+import { RedisStore, type RedisStoreOptions } from '../../src/limiter/redis.js';
+import type { AdmitInput } from '../../src/limiter/types.js';
+import { freePort } from '../helpers/redis-server.js';
+import { CONTRACT_OPTIONS, storeContract } from './store-contract.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const newPrefix = () => `test:${randomUUID().slice(0, 8)}:`;
+
+let redis: Redis;
+beforeAll(() => {
+  redis = new Redis(inject('redisUrl'));
+});
+afterAll(async () => {
+  await redis.quit();
+});
+
+function makeStore(overrides: Partial<RedisStoreOptions> = {}): RedisStore {
+  return new RedisStore(redis, { ...CONTRACT_OPTIONS, prefix: newPrefix(), ...overrides });
+}
+
+storeContract('redis', async (options) => new RedisStore(redis, { ...options, prefix: newPrefix() }));
+
+async function keysUnder(prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    keys.push(...batch);
+    cursor = next;
+  } while (cursor !== '0');
+  return keys.sort();
+}
+
+/** Some of every kind of traffic, so that every kind of key exists afterwards. */
+async function traffic(store: RedisStore, req: AdmitInput): Promise<void> {
+  const probe = await store.admit(req);
+  if (!probe.ok) throw new Error('probe refused');
+  await store.learn({
+    identity: req.identity,
+    routeKey: req.routeKey,
+    major: req.major,
+    bucket: probe.bucket,
+    probe: true,
+    hash: 'abc123',
+    limit: 5,
+    remaining: 4,
+    resetAfterMs: 1000,
+    sublimitDelay: { tag: req.sublimit, ms: 5000 },
+  });
+  // An unknown bucket left with its probe out.
+  expect(await store.admit({ ...req, routeKey: 'GET /channels/:id' })).toMatchObject({
+    ok: true,
+    probe: true,
+  });
+  await store.pauseIdentity(req.identity, 5000);
+}
+
+/** The commands clients sent while `run` ran, as MONITOR saw them (commands issued by scripts are left out). */
+async function commandsSentDuring(run: () => Promise<void>): Promise<string[]> {
+  const monitor = await redis.monitor();
+  const marker = `end-${randomUUID()}`;
+  const sent: string[] = [];
+  const seenMarker = new Promise<void>((resolve) => {
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) resolve();
+      else if (source !== 'lua') sent.push(args[0]?.toLowerCase() ?? '');
+    });
+  });
+  try {
+    await run();
+    await redis.echo(marker);
+    await seenMarker;
+  } finally {
+    monitor.disconnect();
+  }
+  return sent;
+}
+
+describe('redis store', () => {
+  it('prefixes every key, gives each a TTL and keeps raw tokens out', async () => {
+    const prefix = newPrefix();
+    const store = makeStore({ prefix });
+    const token = `Bot MTIzNDU2Nzg5MDEyMzQ1Njc4.${randomUUID()}`;
+    const webhookToken = `wh-${randomUUID()}`;
+    const identity = createIdentifier('secret')(token).key;
+    const major = `w:123:${createTokenHasher('secret')(webhookToken)}`;
+    await traffic(store, {
+      identity,
+      routeKey: 'POST /webhooks/:id/:token',
+      major,
+      globalLimit: 50,
+      sublimit: 'name-topic',
+    });
+    await store.pauseAll(5000);
+    await store.close();
+
+    const keys = await keysUnder(prefix);
+    const kinds = keys.map((key) => /^[^}]*\}:(\w+)/.exec(key)?.[1] ?? key.slice(prefix.length));
+    expect(new Set(kinds)).toEqual(new Set(['bucket', 'global', 'pause', 'route', 'sub', 'cloudflare']));
+    expect(keys.filter((key) => key.includes('}:bucket:'))).toHaveLength(2);
+    for (const key of keys) {
+      expect(key.startsWith(prefix)).toBe(true);
+      expect(await redis.pttl(key), key).toBeGreaterThan(0);
+    }
+    const everything = JSON.stringify(await Promise.all(keys.map(async (key) => [key, await dump(key)])));
+    for (const secret of [token, token.slice('Bot '.length), token.split('.')[1]!, webhookToken]) {
+      expect(everything).not.toContain(secret);
+    }
+  });
+
+  it('keeps all keys of one identity under its hash tag', async () => {
+    const prefix = newPrefix();
+    const store = makeStore({ prefix });
+    await traffic(store, {
+      identity: 'aaaa',
+      routeKey: 'PATCH /channels/:id',
+      major: 'c:1',
+      globalLimit: 50,
+      sublimit: 't',
+    });
+    await traffic(store, {
+      identity: 'bbbb',
+      routeKey: 'PATCH /channels/:id',
+      major: 'c:1',
+      globalLimit: 50,
+      sublimit: 't',
+    });
+    await store.pauseAll(5000);
+    await store.close();
+    const tags = new Map<string, number>();
+    for (const key of await keysUnder(prefix)) {
+      if (key === `${prefix}cloudflare`) continue;
+      // Redis Cluster hashes only what is between the first "{" and the next "}".
+      const tag = /^[^{]*\{([^}]*)\}/.exec(key)?.[1];
+      expect(key.startsWith(`${prefix}{${tag}}:`), key).toBe(true);
+      tags.set(tag ?? '', (tags.get(tag ?? '') ?? 0) + 1);
+    }
+    expect([...tags.keys()].sort()).toEqual(['aaaa', 'bbbb']);
+    expect(tags.get('aaaa')).toBe(tags.get('bbbb'));
+  });
+
+  it('decides each admit in exactly one round trip', async () => {
+    const store = makeStore({ cloudflarePollMs: 0 });
+    const req: AdmitInput = {
+      identity: 'rt',
+      routeKey: 'GET /users/@me',
+      major: '-',
+      globalLimit: 1000,
+      sublimit: '*',
+    };
+    const probe = await store.admit(req); // loads the script, so EVALSHA never falls back to EVAL below
+    if (!probe.ok) throw new Error('probe refused');
+    await store.learn({ ...req, bucket: probe.bucket, probe: true, unbucketed: true });
+
+    const sent = await commandsSentDuring(async () => {
+      for (let i = 0; i < 100; i++) expect(await store.admit(req)).toMatchObject({ ok: true });
+    });
+    await store.close();
+    expect(sent).toEqual(Array(100).fill('evalsha'));
+  });
+
+  it('learns in one round trip too', async () => {
+    const store = makeStore({ cloudflarePollMs: 0 });
+    const req: AdmitInput = {
+      identity: 'lrt',
+      routeKey: 'GET /channels/:id',
+      major: 'c:1',
+      globalLimit: 50,
+      sublimit: '*',
+    };
+    const probe = await store.admit(req);
+    if (!probe.ok) throw new Error('probe refused');
+    await store.learn({ ...req, bucket: probe.bucket, probe: true, hash: 'warm' });
+
+    const sent = await commandsSentDuring(async () => {
+      await store.learn({
+        ...req,
+        bucket: probe.bucket,
+        probe: true,
+        hash: 'h',
+        limit: 5,
+        remaining: 4,
+        resetAfterMs: 1000,
+        blockMs: 100,
+        sublimitDelay: { tag: 't', ms: 100 },
+      });
+    });
+    await store.close();
+    expect(sent).toEqual(['evalsha']);
+  });
+
+  it('shows a Cloudflare pause to other replicas within a poll', async () => {
+    const prefix = newPrefix();
+    const pollMs = 100;
+    const a = makeStore({ prefix, cloudflarePollMs: pollMs });
+    const b = makeStore({ prefix, cloudflarePollMs: pollMs });
+    const req: AdmitInput = {
+      identity: 'cf',
+      routeKey: 'GET /users/@me',
+      major: '-',
+      globalLimit: 0,
+      sublimit: '*',
+    };
+    await a.pauseAll(2000);
+    expect(await a.admit(req)).toMatchObject({ ok: false, reason: 'cloudflare' });
+    await sleep(pollMs + 150);
+    const seen = await b.admit(req);
+    expect(seen).toMatchObject({ ok: false, reason: 'cloudflare' });
+    if (!seen.ok) expect(seen.waitMs).toBeGreaterThan(1500);
+    // A replica started during the ban knows of it after its first poll's round trip.
+    const c = makeStore({ prefix, cloudflarePollMs: pollMs });
+    await sleep(100);
+    expect(await c.admit(req)).toMatchObject({ ok: false, reason: 'cloudflare' });
+    expect(await c.cloudflarePause()).toBeGreaterThan(1500);
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  it('lets a longer pause stand when a shorter one comes in', async () => {
+    const prefix = newPrefix();
+    const store = makeStore({ prefix });
+    const req: AdmitInput = {
+      identity: 'long',
+      routeKey: 'GET /users/@me',
+      major: '-',
+      globalLimit: 50,
+      sublimit: '*',
+    };
+    await store.pauseIdentity(req.identity, 1000);
+    await store.pauseIdentity(req.identity, 10);
+    expect(await store.pauseAll(1000)).toBeGreaterThan(900);
+    expect(await store.pauseAll(10)).toBeGreaterThan(900);
+    await sleep(30);
+    expect(await store.cloudflarePause()).toBeGreaterThan(900);
+    // A replica without this one's in-process copy of the Cloudflare pause reads both pauses from Redis.
+    const other = makeStore({ prefix, cloudflarePollMs: 0 });
+    expect(await other.admit(req)).toMatchObject({ ok: false, reason: 'paused' });
+    expect(await other.cloudflarePause()).toBeGreaterThan(900);
+    await Promise.all([store.close(), other.close()]);
+  });
+
+  it('shares state between replicas on the same prefix', async () => {
+    const prefix = newPrefix();
+    const a = makeStore({ prefix });
+    const b = makeStore({ prefix });
+    const req: AdmitInput = {
+      identity: 'shared',
+      routeKey: 'GET /users/@me',
+      major: '-',
+      globalLimit: 4,
+      sublimit: '*',
+    };
+    const probe = await a.admit(req);
+    if (!probe.ok) throw new Error('probe refused');
+    expect(await b.admit(req)).toMatchObject({ ok: false, reason: 'probe' });
+    await b.learn({ ...req, bucket: probe.bucket, probe: true, unbucketed: true });
+    const results = await Promise.all([a, b, a, b, a].map((store) => store.admit(req)));
+    expect(results.filter((r) => r.ok)).toHaveLength(3);
+    expect(results.filter((r) => !r.ok && r.reason === 'global')).toHaveLength(2);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('rejects when Redis is unreachable instead of guessing', async () => {
+    const port = await freePort();
+    const down = new Redis({
+      port,
+      host: '127.0.0.1',
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    const store = new RedisStore(down, { ...CONTRACT_OPTIONS, prefix: newPrefix(), cloudflarePollMs: 0 });
+    const req: AdmitInput = {
+      identity: 'down',
+      routeKey: 'GET /users/@me',
+      major: '-',
+      globalLimit: 50,
+      sublimit: '*',
+    };
+    await expect(store.admit(req)).rejects.toThrow();
+    await expect(store.learn({ ...req, bucket: null, probe: false, unbucketed: true })).rejects.toThrow();
+    await expect(store.pauseIdentity('down', 100)).rejects.toThrow();
+    await expect(store.cloudflarePause()).rejects.toThrow();
+    // The ban still stops this replica even though the others could not be told.
+    await expect(store.pauseAll(1000)).rejects.toThrow();
+    expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'cloudflare' });
+    await store.close();
+    down.disconnect();
+  });
+
+  it('leaves a shared client open on close and quits an owned one', async () => {
+    const shared = makeStore();
+    await shared.close();
+    expect(await redis.ping()).toBe('PONG');
+    const own = new Redis(inject('redisUrl'));
+    await own.ping();
+    const ended = new Promise((resolve) => own.once('end', resolve));
+    const owning = new RedisStore(own, { ...CONTRACT_OPTIONS, prefix: newPrefix(), ownsClient: true });
+    await owning.close();
+    await ended;
+    expect(own.status).toBe('end');
+  });
+
+  it('refuses a prefix with a hash tag and a client with its own keyPrefix', () => {
+    expect(() => makeStore({ prefix: 'p{x}:' })).toThrow(/prefix/);
+    const prefixed = new Redis(inject('redisUrl'), { keyPrefix: 'x:', lazyConnect: true });
+    expect(() => new RedisStore(prefixed, { ...CONTRACT_OPTIONS, prefix: 'p:' })).toThrow(/keyPrefix/);
+    prefixed.disconnect();
+  });
+});
+
+async function dump(key: string): Promise<unknown> {
+  switch (await redis.type(key)) {
+    case 'hash':
+      return redis.hgetall(key);
+    case 'list':
+      return redis.lrange(key, 0, -1);
+    default:
+      return redis.get(key);
+  }
+}

@@ -1,0 +1,468 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { snowflake } from './fake-discord/bodies.js';
+import { BusiestWindow, maxInWindow } from './fake-discord/limits.js';
+import { FakeDiscord, type FakeDiscordOptions } from './fake-discord/server.js';
+
+// The fake upstream is the yardstick for every proxy test, so its own behaviour is pinned here through
+// real sockets: header formats to the decimal, bucket sharing, 429 shapes and invalid-request bans.
+
+const SECONDS_3 = /^\d+\.\d{3}$/;
+const HASH = /^[0-9a-f]{32}$/;
+const C1 = '111111111111111111';
+const C2 = '222222222222222222';
+const M1 = '333333333333333333';
+const WH = '444444444444444444';
+const INTERACTION_TOKEN = 'aW50ZXJhY3Rpb246OTk5OTk5OTk5OTk5OTk5OTk5OmFiYw';
+
+function bot(id: string): string {
+  return `Bot ${Buffer.from(id).toString('base64')}.Gx1234.fake-secret`;
+}
+
+interface Res {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  raw: Buffer;
+  header(name: string): string | undefined;
+  json(): Record<string, unknown>;
+}
+
+interface CallOptions {
+  auth?: string | null;
+  body?: string | Buffer;
+  type?: string;
+}
+
+function client(base: () => string) {
+  return async (method: string, path: string, o: CallOptions = {}): Promise<Res> => {
+    const headers: Record<string, string> = {};
+    const auth = o.auth === undefined ? bot('100000000000000001') : o.auth;
+    if (auth !== null) headers.authorization = auth;
+    if (o.body !== undefined) headers['content-type'] = o.type ?? 'application/json';
+    const res = await request(`${base()}${path}`, {
+      method: method as 'GET',
+      headers,
+      ...(o.body === undefined ? {} : { body: o.body }),
+    });
+    const raw = Buffer.from(await res.body.arrayBuffer());
+    const text = raw.toString('utf8');
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      text,
+      raw,
+      header: (name) => {
+        const v = res.headers[name.toLowerCase()];
+        return Array.isArray(v) ? v.join(', ') : v;
+      },
+      json: () => JSON.parse(text) as Record<string, unknown>,
+    };
+  };
+}
+
+async function withFake(
+  options: FakeDiscordOptions,
+  run: (fake: FakeDiscord, call: ReturnType<typeof client>) => Promise<void>,
+) {
+  const fake = new FakeDiscord(options);
+  const url = await fake.start();
+  try {
+    await run(
+      fake,
+      client(() => url),
+    );
+  } finally {
+    await fake.stop();
+  }
+}
+
+function rateLimitHeaders(r: Res): string[] {
+  return Object.keys(r.headers).filter((k) => k.startsWith('x-ratelimit'));
+}
+
+describe('fake Discord', () => {
+  const fake = new FakeDiscord({
+    policies: [
+      { method: 'POST', template: '/channels/{id}/messages', limit: 5, windowMs: 300 },
+      { method: 'PATCH', template: '/channels/{id}/messages/{id}', limit: 5, windowMs: 300 },
+    ],
+  });
+  let url = '';
+  const call = client(() => url);
+
+  beforeAll(async () => {
+    url = await fake.start();
+  });
+  afterAll(() => fake.stop());
+  beforeEach(() => fake.reset());
+
+  it('formats bucket headers to the millisecond, with the full window on the first request', async () => {
+    const before = Date.now();
+    const r = await call('GET', '/api/v10/gateway/bot');
+    expect(r.status).toBe(200);
+    expect(r.header('x-ratelimit-bucket')).toBe('41f9cd5d28af77da04563bcb1d67fdfd');
+    expect(r.header('x-ratelimit-limit')).toBe('2');
+    expect(r.header('x-ratelimit-remaining')).toBe('1');
+    expect(r.header('x-ratelimit-reset-after')).toBe('5.000');
+    expect(r.header('x-ratelimit-reset')).toMatch(SECONDS_3);
+    const reset = Number(r.header('x-ratelimit-reset')) * 1000;
+    expect(reset).toBeGreaterThanOrEqual(before + 5000 - 50);
+    expect(reset).toBeLessThanOrEqual(Date.now() + 5000 + 50);
+    expect(r.header('x-ratelimit-scope')).toBe('user');
+    expect(r.header('via')).toBe('1.1 google');
+    expect(r.json()).toMatchObject({
+      url: 'wss://gateway.discord.gg',
+      path: '/api/v10/gateway/bot',
+      query: '',
+    });
+
+    const second = await call('GET', '/api/v10/gateway/bot');
+    expect(second.header('x-ratelimit-remaining')).toBe('0');
+    expect(second.header('x-ratelimit-reset-after')).toMatch(SECONDS_3);
+    expect(Number(second.header('x-ratelimit-reset-after'))).toBeLessThanOrEqual(5);
+    expect(second.header('x-ratelimit-reset')).toBe(r.header('x-ratelimit-reset'));
+  });
+
+  it('answers a route 429 once the bucket is spent, and serves again after the window', async () => {
+    const path = `/api/v10/channels/${C1}/messages`;
+    for (let i = 0; i < 5; i++) {
+      const ok = await call('POST', path, { body: `{"content":"m${i}"}` });
+      expect(ok.status).toBe(200);
+      expect(ok.header('x-ratelimit-remaining')).toBe(String(4 - i));
+      expect(ok.json()).toMatchObject({ channel_id: C1, content: `m${i}`, method: 'POST', path });
+      expect(ok.json().id).toMatch(/^\d{17,20}$/);
+    }
+    const limited = await call('POST', path, { body: '{}' });
+    expect(limited.status).toBe(429);
+    expect(limited.header('retry-after')).toBe('1');
+    expect(limited.header('x-ratelimit-remaining')).toBe('0');
+    expect(limited.header('x-ratelimit-limit')).toBe('5');
+    expect(limited.header('x-ratelimit-scope')).toBe('user');
+    expect(limited.header('x-ratelimit-global')).toBeUndefined();
+    expect(limited.header('x-ratelimit-bucket')).toMatch(HASH);
+    const body = limited.json();
+    expect(body).toMatchObject({ message: 'You are being rate limited.', global: false });
+    expect(body.retry_after).toBeGreaterThan(0);
+    expect(body.retry_after).toBeLessThanOrEqual(0.3);
+    expect(String(body.retry_after)).toMatch(/^0(\.\d{1,3})?$/);
+    expect(Number(limited.header('x-ratelimit-reset-after'))).toBeCloseTo(body.retry_after as number, 2);
+
+    // Another channel is another bucket with the same hash.
+    const other = await call('POST', `/api/v10/channels/${C2}/messages`, { body: '{}' });
+    expect(other.status).toBe(200);
+    expect(other.header('x-ratelimit-bucket')).toBe(limited.header('x-ratelimit-bucket'));
+
+    await sleep(320);
+    expect((await call('POST', path, { body: '{}' })).status).toBe(200);
+    expect(fake.stats().rateLimited.user).toBe(1);
+    expect(fake.stats().invalid).toBe(1);
+  });
+
+  it('shares one hash but not one counter between message create and edit', async () => {
+    const post = await call('POST', `/api/v10/channels/${C1}/messages`, { body: '{"content":"a"}' });
+    const patch = await call('PATCH', `/api/v10/channels/${C1}/messages/${M1}`, { body: '{"content":"b"}' });
+    expect(post.header('x-ratelimit-bucket')).toBe(patch.header('x-ratelimit-bucket'));
+    expect(post.header('x-ratelimit-remaining')).toBe('4');
+    expect(patch.header('x-ratelimit-remaining')).toBe('4');
+    expect(patch.json()).toMatchObject({ id: M1, content: 'b' });
+  });
+
+  it('counts every reaction verb, emoji and user on one channel against one counter', async () => {
+    const base = `/api/v10/channels/${C1}/messages/${M1}/reactions`;
+    const put = await call('PUT', `${base}/%F0%9F%91%8D/@me`);
+    expect(put.status).toBe(204);
+    expect(put.header('x-ratelimit-limit')).toBe('1');
+    expect(put.header('x-ratelimit-reset-after')).toBe('0.250');
+    const otherEmoji = await call('DELETE', `${base}/custom:123456789012345678/555555555555555555`);
+    expect(otherEmoji.status).toBe(429);
+    expect(otherEmoji.header('x-ratelimit-bucket')).toBe(put.header('x-ratelimit-bucket'));
+    const otherMessage = await call('DELETE', `/api/v10/channels/${C1}/messages/${C2}/reactions`);
+    expect(otherMessage.status).toBe(429);
+    const otherChannel = await call('PUT', `/api/v10/channels/${C2}/messages/${M1}/reactions/x/@me`);
+    expect(otherChannel.status).toBe(204);
+    await sleep(260);
+    expect((await call('DELETE', `${base}/%F0%9F%91%8D/@me`)).status).toBe(204);
+  });
+
+  it('hides the name/topic sublimit: its 429 shows remaining > 0 and the sublimit wait', async () => {
+    const path = `/api/v10/channels/${C1}`;
+    for (const body of ['{"name":"a"}', '{"topic":"b"}', '{"nsfw":true}']) {
+      expect((await call('PATCH', path, { body })).status).toBe(200);
+    }
+    const limited = await call('PATCH', path, { body: '{"name":"c"}' });
+    expect(limited.status).toBe(429);
+    expect(limited.header('x-ratelimit-scope')).toBe('user');
+    expect(limited.header('x-ratelimit-bucket')).toBe('9852e1a53c06ffc5a89d65fef85ca4ce');
+    expect(limited.header('x-ratelimit-remaining')).toBe('7');
+    expect(Number(limited.header('x-ratelimit-reset-after'))).toBeLessThanOrEqual(15);
+    expect(limited.header('retry-after')).toBe('600');
+    expect(limited.json().retry_after).toBeGreaterThan(599);
+    expect((await call('PATCH', path, { body: '{"position":2}' })).status).toBe(200);
+    expect(fake.stats().rateLimited).toMatchObject({ sublimit: 1, user: 0 });
+    expect(fake.stats().invalid).toBe(1);
+  });
+
+  it('answers a shared 429 with the caller bucket and does not count it as invalid', async () => {
+    const hook = (id: string, token: string) => `/api/v10/webhooks/${id}/${token}`;
+    const shared = { name: 'webhook-channel', limit: 2, windowMs: 60_000, key: 'webhook' } as const;
+    const policies = [
+      { method: 'POST', template: '/webhooks/{id}/{token}', limit: 100, windowMs: 1000, shared },
+    ];
+    await withFake({ policies }, async (other, send) => {
+      const anon = { auth: null, body: '{}' };
+      expect((await send('POST', hook(WH, 'token-a'), anon)).status).toBe(204);
+      expect((await send('POST', `${hook(WH, 'token-b')}?wait=true`, anon)).status).toBe(200);
+      const limited = await send('POST', hook(WH, 'token-c'), anon);
+      expect(limited.status).toBe(429);
+      expect(limited.header('x-ratelimit-scope')).toBe('shared');
+      expect(limited.header('x-ratelimit-remaining')).toBe('100');
+      expect(limited.header('retry-after')).toBe('60');
+      expect(limited.json()).toMatchObject({ message: 'The resource is being rate limited.', global: false });
+      // Webhooks linked to one channel share the hidden limit.
+      other.linkWebhook('777777777777777777', C1);
+      other.linkWebhook('888888888888888888', C1);
+      await send('POST', hook('777777777777777777', 't'), anon);
+      await send('POST', hook('777777777777777777', 't'), anon);
+      const sibling = await send('POST', hook('888888888888888888', 't'), anon);
+      expect(sibling.header('x-ratelimit-scope')).toBe('shared');
+      const s = other.stats();
+      expect(s.rateLimited.shared).toBe(2);
+      expect(s.invalid).toBe(0);
+    });
+  });
+
+  it('picks the message-delete hash by the age of the message', async () => {
+    const path = (id: string) => `/api/v10/channels/${C1}/messages/${id}`;
+    const day = 24 * 3600 * 1000;
+    const young = await call('DELETE', path(snowflake()));
+    const mid = await call('DELETE', path(snowflake(Date.now() - day)));
+    const old = await call('DELETE', path(snowflake(Date.now() - 20 * day)));
+    expect([young.status, mid.status, old.status]).toEqual([204, 204, 204]);
+    expect(young.header('x-ratelimit-bucket')).toBe('9a4e05a217afd885787cb9f6f7d71853');
+    expect(mid.header('x-ratelimit-bucket')).toBe('c51d12acd501bc2e6c76ab191408bd45');
+    expect(old.header('x-ratelimit-bucket')).toBe('b5e35274c6fd5cfec77fe9bfaf059ad6');
+    expect(mid.header('x-ratelimit-limit')).toBe('3');
+  });
+
+  it('sends no X-RateLimit headers at all on unbucketed routes', async () => {
+    for (const path of [
+      '/api/v10/users/@me',
+      '/api/v10/gateway',
+      '/api/v10/voice/regions',
+      '/api/applications/@me',
+    ]) {
+      const r = await call('GET', path);
+      expect(r.status, path).toBe(200);
+      expect(rateLimitHeaders(r), path).toEqual([]);
+      expect(r.header('via')).toBe('1.1 google');
+    }
+    expect(fake.stats().byRoute).toMatchObject({ 'GET /users/@me': 1, 'GET /voice/regions': 1 });
+  });
+
+  it('answers revoked tokens with 401, deleted webhooks with 404 and forbidden routes with 403', async () => {
+    const revoked = bot('100000000000000009');
+    fake.revokeToken(revoked);
+    const r401 = await call('GET', `/api/v10/channels/${C1}`, { auth: revoked });
+    expect(r401.status).toBe(401);
+    expect(r401.json()).toEqual({ message: '401: Unauthorized', code: 0 });
+    expect(r401.header('via')).toBe('1.1 google');
+
+    fake.deleteWebhook(WH);
+    const r404 = await call('POST', `/api/v10/webhooks/${WH}/tok`, { auth: null, body: '{}' });
+    expect(r404.status).toBe(404);
+    expect(r404.json()).toEqual({ message: 'Unknown Webhook', code: 10015 });
+
+    fake.forbid('POST', `/api/v10/channels/${C2}`);
+    const r403 = await call('POST', `/api/v10/channels/${C2}/messages`, { body: '{}' });
+    expect(r403.status).toBe(403);
+    expect(r403.json()).toEqual({ message: 'Missing Permissions', code: 50013 });
+    expect(r403.header('x-ratelimit-bucket')).toMatch(HASH);
+    expect(fake.stats().invalid).toBe(2);
+
+    const anonymous = await call('GET', `/api/v10/channels/${C1}`, { auth: null });
+    expect(anonymous.status).toBe(401);
+  });
+
+  it('echoes bodies byte for byte and records what arrived', async () => {
+    const bytes = Buffer.from([0, 1, 2, 250, 255, 10, 13, 0x7b]);
+    const r = await call('POST', '/api/v10/__echo?a=1&b=%20', {
+      body: bytes,
+      type: 'application/octet-stream',
+    });
+    expect(r.status).toBe(200);
+    expect(r.raw.equals(bytes)).toBe(true);
+    expect(r.header('x-echo-path')).toBe('/api/v10/__echo');
+    expect(r.header('x-echo-query')).toBe('a=1&b=%20');
+    const big = await call('GET', '/api/v10/__echo?size=100000');
+    expect(big.raw.length).toBe(100000);
+    const rec = fake.received[0]!;
+    expect(rec).toMatchObject({ method: 'POST', path: '/api/v10/__echo', query: 'a=1&b=%20', status: 200 });
+    expect(rec.body.equals(bytes)).toBe(true);
+    expect(rec.rawHeaders).toContain('application/octet-stream');
+  });
+
+  it('injects 5xx, resets and hangs that still count as received', async () => {
+    fake.failNext(1, '502');
+    fake.failNext(1, 'reset');
+    fake.failNext(1, 'hang');
+    const r502 = await call('GET', '/api/v10/users/@me');
+    expect(r502.status).toBe(502);
+    expect(r502.header('content-type')).toBe('text/html');
+    await expect(call('GET', '/api/v10/users/@me')).rejects.toThrow();
+    const hung = request(`${url}/api/v10/users/@me`, { signal: AbortSignal.timeout(200) });
+    await expect(hung).rejects.toThrow();
+    expect((await call('GET', '/api/v10/users/@me')).status).toBe(200);
+    expect(fake.received.map((r) => r.status)).toEqual([502, 0, 0, 200]);
+  });
+
+  it('measures the busiest 1000 ms window per identity from arrival times', async () => {
+    const a = bot('100000000000000002');
+    const b = bot('100000000000000003');
+    for (let i = 0; i < 3; i++) await call('GET', '/api/v10/users/@me', { auth: a });
+    await sleep(1050);
+    for (let i = 0; i < 4; i++) await call('GET', '/api/v10/users/@me', { auth: a });
+    await call('GET', '/api/v10/users/@me', { auth: b });
+    for (let i = 0; i < 5; i++) {
+      await call('POST', `/interactions/1/${INTERACTION_TOKEN}/callback`, { auth: a, body: '{"type":1}' });
+    }
+    const s = fake.stats();
+    expect(s.busiestWindow(a)).toBe(4);
+    expect(s.busiestWindow(b)).toBe(1);
+    expect(s.busiestWindow()).toBe(4);
+    expect(s.busiestWindow('nobody')).toBe(0);
+    expect(s.rateOf((r) => r.identity === a)).toBe(9);
+    expect(s.countOf((r) => r.exempt)).toBe(5);
+  });
+});
+
+describe('busiest-window arithmetic', () => {
+  it('uses half-open windows, so arrivals exactly 1000 ms apart never share one', () => {
+    const times = [0, 100, 999, 1000, 1500, 1999, 2999.5];
+    const w = new BusiestWindow();
+    for (const t of times) w.add(t);
+    expect(w.max).toBe(3);
+    expect(maxInWindow(times, 1000)).toBe(3);
+    expect(maxInWindow([0, 0, 0, 999.9], 1000)).toBe(4);
+    expect(maxInWindow([], 1000)).toBe(0);
+  });
+});
+
+describe('fake Discord global limit', () => {
+  it('answers a global 429 without per-route headers once the sliding second is full', async () => {
+    const big = '200000000000000000';
+    await withFake({ globalLimit: 5, globalOverrides: { [big]: 20 } }, async (fake, call) => {
+      for (let i = 0; i < 5; i++)
+        expect((await call('GET', `/api/v10/channels/${C1}/messages`)).status).toBe(200);
+      const limited = await call('GET', `/api/v10/channels/${C1}/messages`);
+      expect(limited.status).toBe(429);
+      expect(limited.header('x-ratelimit-global')).toBe('true');
+      expect(limited.header('x-ratelimit-scope')).toBe('global');
+      expect(limited.header('via')).toBe('1.1 google');
+      expect(limited.header('retry-after')).toBe('1');
+      expect(rateLimitHeaders(limited).sort()).toEqual(['x-ratelimit-global', 'x-ratelimit-scope']);
+      const body = limited.json();
+      expect(body).toMatchObject({ global: true, message: 'You are being rate limited.' });
+      expect(body.retry_after).toBeGreaterThan(0.3);
+      expect(body.retry_after).toBeLessThanOrEqual(1);
+
+      // Exempt interaction traffic neither counts nor is refused.
+      const callback = await call('POST', `/api/v10/interactions/1/${INTERACTION_TOKEN}/callback`, {
+        body: '{}',
+      });
+      expect(callback.status).toBe(204);
+      const followup = await call('POST', `/api/v10/webhooks/1/${INTERACTION_TOKEN}?wait=true`, {
+        body: '{}',
+      });
+      expect(followup.status).toBe(200);
+      expect(followup.header('x-ratelimit-bucket')).toMatch(HASH);
+
+      // Other identities have their own window; a large bot has its own limit.
+      for (let i = 0; i < 10; i++)
+        expect((await call('GET', '/api/v10/gateway', { auth: bot(big) })).status).toBe(200);
+      expect((await call('GET', '/api/v10/gateway', { auth: null })).status).toBe(200);
+
+      await sleep((body.retry_after as number) * 1000 + 20);
+      expect((await call('GET', `/api/v10/channels/${C1}/messages`)).status).toBe(200);
+      expect(fake.stats().rateLimited.global).toBe(1);
+      expect(fake.stats().busiestWindow(bot('100000000000000001'))).toBe(6);
+    });
+  });
+
+  it('spreads requests evenly after the burst in GCRA mode', async () => {
+    await withFake({ globalLimit: 5, globalMode: 'gcra' }, async (_fake, call) => {
+      for (let i = 0; i < 5; i++) expect((await call('GET', '/api/v10/gateway')).status).toBe(200);
+      const limited = await call('GET', '/api/v10/gateway');
+      expect(limited.status).toBe(429);
+      expect(limited.json().retry_after).toBeLessThanOrEqual(0.2);
+      await sleep(210);
+      expect((await call('GET', '/api/v10/gateway')).status).toBe(200);
+      expect((await call('GET', '/api/v10/gateway')).status).toBe(429);
+    });
+  });
+});
+
+describe('fake Discord Cloudflare layer', () => {
+  it('bans the IP after the invalid-request threshold with form A, without Via', async () => {
+    const ban = { threshold: 3, windowMs: 10_000, banMs: 60_000 };
+    await withFake({ invalidBan: ban }, async (fake, call) => {
+      const revoked = bot('100000000000000007');
+      fake.revokeToken(revoked);
+      for (let i = 0; i < 3; i++)
+        expect((await call('GET', '/api/v10/gateway/bot', { auth: revoked })).status).toBe(401);
+      const banned = await call('GET', '/api/v10/gateway/bot');
+      expect(banned.status).toBe(429);
+      expect(banned.header('via')).toBeUndefined();
+      expect(banned.header('retry-after')).toBeUndefined();
+      expect(rateLimitHeaders(banned)).toEqual([]);
+      const body = banned.json();
+      expect(body.code).toBe(0);
+      expect(body.message).toMatch(/blocked from accessing our API temporarily/);
+      expect(body).not.toHaveProperty('retry_after');
+      expect(fake.stats()).toMatchObject({ invalid: 3, rateLimited: { cloudflare: 1 } });
+    });
+  });
+
+  it('serves form B as an HTML 1015 page with a configured Retry-After', async () => {
+    await withFake({ invalidBan: { form: 'B', retryAfter: 30 } }, async (fake, call) => {
+      fake.banNow(200);
+      const banned = await call('GET', '/api/v10/users/@me');
+      expect(banned.status).toBe(429);
+      expect(banned.header('content-type')).toMatch(/^text\/html/);
+      expect(banned.text).toBe('error code: 1015');
+      expect(banned.header('retry-after')).toBe('30');
+      expect(banned.header('via')).toBeUndefined();
+      await sleep(220);
+      expect((await call('GET', '/api/v10/users/@me')).status).toBe(200);
+    });
+  });
+});
+
+describe('fake Discord formatting options', () => {
+  it('applies clock skew, two decimals and docs-literal scope', async () => {
+    const options: FakeDiscordOptions = { clockSkewMs: 60_000, decimals: 2, scopeOnSuccess: false };
+    await withFake(options, async (_fake, call) => {
+      const r = await call('GET', '/api/v9/gateway/bot');
+      expect(r.header('x-ratelimit-reset-after')).toBe('5.00');
+      expect(r.header('x-ratelimit-reset')).toMatch(/^\d+\.\d{2}$/);
+      const skewed = Number(r.header('x-ratelimit-reset')) * 1000 - Date.now();
+      expect(skewed).toBeGreaterThan(64_000);
+      expect(skewed).toBeLessThan(66_000);
+      expect(Date.parse(r.header('date') ?? '') - Date.now()).toBeGreaterThan(58_000);
+      expect(r.header('x-ratelimit-scope')).toBeUndefined();
+      await call('GET', '/api/v9/gateway/bot');
+      expect((await call('GET', '/api/v9/gateway/bot')).header('x-ratelimit-scope')).toBe('user');
+    });
+  });
+
+  it('holds responses for the simulated latency and computes headers when they leave', async () => {
+    await withFake({ latency: { kind: 'fixed', ms: 80 } }, async (_fake, call) => {
+      const started = performance.now();
+      const r = await call('GET', '/api/v10/gateway/bot');
+      expect(performance.now() - started).toBeGreaterThanOrEqual(79);
+      expect(Number(r.header('x-ratelimit-reset-after'))).toBeLessThanOrEqual(4.92);
+      expect(Number(r.header('x-envoy-upstream-service-time'))).toBe(80);
+    });
+  });
+});
