@@ -20,6 +20,8 @@ export interface AppDeps {
   readonly upstream: Upstream;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** Whether the shared state answers; absent for in-process state. */
+  readonly storeCheck?: () => Promise<boolean>;
 }
 
 export interface App {
@@ -79,6 +81,8 @@ export function buildApp(deps: AppDeps): App {
   registerAdmin(admin, metrics, {
     async check() {
       if (shuttingDown) return 'shutting down';
+      if (deps.storeCheck && !(await deps.storeCheck()))
+        return 'Redis unreachable (serving with local limits)';
       const pause = await store.cloudflarePause().catch(() => -1);
       if (pause < 0) return 'shared state unreachable';
       metrics.cloudflareCooldown.set(pause > 0 ? 1 : 0);

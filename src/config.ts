@@ -12,6 +12,8 @@ export interface Config {
   readonly redisUrl: string | undefined;
   readonly redisClusterNodes: readonly string[];
   readonly redisKeyPrefix: string;
+  /** While Redis is unreachable each replica uses this share of the global limit: limit / this. */
+  readonly redisFallbackReplicas: number;
   readonly globalRateLimit: number;
   readonly globalRateLimitOverrides: ReadonlyMap<string, number>;
   /** Added to the 1000 ms global window so jitter between here and Discord cannot squeeze 51 into a second. */
@@ -46,6 +48,7 @@ export const ENV_DEFAULTS = {
   REDIS_URL: '',
   REDIS_CLUSTER_NODES: '',
   REDIS_KEY_PREFIX: 'drlp:',
+  REDIS_FALLBACK_REPLICAS: '3',
   GLOBAL_RATE_LIMIT: '50',
   GLOBAL_RATE_LIMIT_OVERRIDES: '',
   GLOBAL_WINDOW_MARGIN_MS: '50',
@@ -128,6 +131,7 @@ export function loadConfig(env: Env): Config {
     redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
     redisClusterNodes: parseClusterNodes(raw('REDIS_CLUSTER_NODES'), problems),
     redisKeyPrefix: raw('REDIS_KEY_PREFIX'),
+    redisFallbackReplicas: int('REDIS_FALLBACK_REPLICAS', 1, 1000),
     globalRateLimit: int('GLOBAL_RATE_LIMIT', 1, 100_000),
     globalRateLimitOverrides: parseOverrides(raw('GLOBAL_RATE_LIMIT_OVERRIDES'), problems),
     globalWindowMarginMs: int('GLOBAL_WINDOW_MARGIN_MS', 0, 1000),
@@ -146,6 +150,9 @@ export function loadConfig(env: Env): Config {
     requestLogLevel: level('REQUEST_LOG_LEVEL'),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 0, 600_000),
   };
+  if (/[{}]/.test(config.redisKeyPrefix)) {
+    problems.push('REDIS_KEY_PREFIX must not contain { or }: they would move the per-identity hash tag');
+  }
   if (config.redisUrl && config.redisClusterNodes.length > 0) {
     problems.push('set either REDIS_URL or REDIS_CLUSTER_NODES, not both');
   }

@@ -4,9 +4,8 @@
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
-import { MemoryStore } from './limiter/memory.js';
-import type { LimiterStore } from './limiter/types.js';
 import { createMetrics } from './metrics.js';
+import { createStore } from './store.js';
 import { Upstream } from './upstream.js';
 
 async function main(): Promise<void> {
@@ -26,26 +25,18 @@ async function main(): Promise<void> {
     redact: { paths: ['*.authorization', '*.headers.authorization', 'authorization'], censor: '[redacted]' },
   });
   const metrics = createMetrics();
-  const storeOptions = {
-    resetMarginMs: config.resetMarginMs,
-    globalWindowMarginMs: config.globalWindowMarginMs,
-    probeTimeoutMs: config.upstreamTimeoutMs + 1000,
-  };
-  const store: LimiterStore = new MemoryStore(storeOptions);
+  const { store, mode, check } = createStore(config, metrics, log);
   const upstream = new Upstream({
     url: config.upstreamUrl,
     connections: config.upstreamConnections,
     timeoutMs: config.upstreamTimeoutMs,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
   });
-  const app = buildApp({ config, store, upstream, metrics, log });
+  const app = buildApp({ config, store, upstream, metrics, log, storeCheck: check });
   await app.admin.listen({ port: config.adminPort, host: config.adminHost });
   await app.proxy.listen({ port: config.port, host: config.host });
   log.info(
-    {
-      upstream: config.upstreamUrl,
-      state: config.redisUrl || config.redisClusterNodes.length ? 'redis' : 'memory',
-    },
+    { upstream: config.upstreamUrl, state: mode, port: config.port, adminPort: config.adminPort },
     'proxy ready',
   );
 

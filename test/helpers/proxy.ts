@@ -1,9 +1,9 @@
 import { pino } from 'pino';
 import { type App, buildApp } from '../../src/app.js';
 import { type Config, type Env, loadConfig } from '../../src/config.js';
-import { MemoryStore } from '../../src/limiter/memory.js';
 import type { LimiterStore } from '../../src/limiter/types.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
+import { createStore } from '../../src/store.js';
 import { Upstream } from '../../src/upstream.js';
 
 export interface RunningProxy {
@@ -43,20 +43,24 @@ export async function startProxy(
     ? pino({ level: config.logLevel }, { write: (line: string) => void sink.push(line) })
     : pino({ level: 'silent' });
   const metrics = createMetrics();
-  const store =
-    (await options.store?.(config)) ??
-    new MemoryStore({
-      resetMarginMs: config.resetMarginMs,
-      globalWindowMarginMs: config.globalWindowMarginMs,
-      probeTimeoutMs: config.upstreamTimeoutMs + 1000,
-    });
+  const created = createStore(config, metrics, log);
+  const custom = await options.store?.(config);
+  const store = custom ?? created.store;
+  if (custom) await created.store.close();
   const upstream = new Upstream({
     url: config.upstreamUrl,
     connections: config.upstreamConnections,
     timeoutMs: config.upstreamTimeoutMs,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
   });
-  const app = buildApp({ config, store, upstream, metrics, log });
+  const app = buildApp({
+    config,
+    store,
+    upstream,
+    metrics,
+    log,
+    ...(custom ? {} : { storeCheck: created.check }),
+  });
   const url = await app.proxy.listen({ port: 0, host: '127.0.0.1' });
   const adminUrl = await app.admin.listen({ port: 0, host: '127.0.0.1' });
   return { url, adminUrl, app, config, metrics, store, close: () => app.close() };

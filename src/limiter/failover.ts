@@ -1,0 +1,137 @@
+/**
+ * Redis failing is a normal event. While Redis answers, every decision is Redis's. When a call fails, this
+ * replica switches to its own in-process state at once (no request waits for a dead Redis) and keeps serving
+ * with a safe share of each identity's global limit: `globalLimit / fallbackReplicas`, so that all replicas
+ * together stay within the limit. Buckets are then tracked per replica from the headers each one sees; a bucket
+ * hot on several replicas can draw a few 429s in that mode, which are learned from like any other.
+ *
+ * Every `recoveryIntervalMs` one call is tried against Redis again; the first success switches back.
+ * The in-process store learns from every response in both modes, so it is warm when it is needed.
+ */
+import type { MemoryStore } from './memory.js';
+import type { AdmitInput, AdmitResult, LearnInput, LimiterStore } from './types.js';
+
+export interface FailoverOptions {
+  /** How many replicas share a global limit while each falls back to its own state. */
+  readonly fallbackReplicas: number;
+  readonly recoveryIntervalMs: number;
+  readonly onModeChange?: (mode: 'redis' | 'local', error?: unknown) => void;
+  readonly onError?: (error: unknown) => void;
+  readonly onLatency?: (op: string, seconds: number) => void;
+}
+
+export class FailoverStore implements LimiterStore {
+  private local = false;
+  private retryAt = 0;
+
+  constructor(
+    private readonly shared: LimiterStore,
+    private readonly fallback: MemoryStore,
+    private readonly options: FailoverOptions,
+  ) {}
+
+  /** Whether decisions are currently made by the shared store. */
+  get healthy(): boolean {
+    return !this.local;
+  }
+
+  async admit(input: AdmitInput): Promise<AdmitResult> {
+    if (this.useShared()) {
+      const started = performance.now();
+      try {
+        const result = await this.shared.admit(input);
+        this.options.onLatency?.('admit', (performance.now() - started) / 1000);
+        this.recovered();
+        return result;
+      } catch (error) {
+        this.failed(error);
+      }
+    }
+    const share = Math.max(1, Math.floor(input.globalLimit / this.options.fallbackReplicas));
+    return this.fallback.admitNow(input.globalLimit > 0 ? { ...input, globalLimit: share } : input);
+  }
+
+  async learn(input: LearnInput): Promise<void> {
+    await this.fallback.learn(input);
+    await this.both((store) => store.learn(input), 'learn');
+  }
+
+  async pauseIdentity(identity: string, ms: number): Promise<void> {
+    await this.fallback.pauseIdentity(identity, ms);
+    await this.both((store) => store.pauseIdentity(identity, ms), 'pause');
+  }
+
+  async pauseAll(ms: number): Promise<number> {
+    const local = await this.fallback.pauseAll(ms);
+    let shared = 0;
+    await this.both(async (store) => {
+      shared = await store.pauseAll(ms);
+    }, 'pause');
+    return Math.max(local, shared);
+  }
+
+  async cloudflarePause(): Promise<number> {
+    const local = await this.fallback.cloudflarePause();
+    if (this.local) return local;
+    try {
+      return Math.max(local, await this.shared.cloudflarePause());
+    } catch (error) {
+      this.failed(error);
+      return local;
+    }
+  }
+
+  /** Probes Redis right away (used by /readyz so readiness does not wait for traffic). */
+  async check(): Promise<boolean> {
+    try {
+      await this.shared.cloudflarePause();
+      this.recovered();
+      return true;
+    } catch (error) {
+      this.failed(error);
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.shared.close(), this.fallback.close()]);
+  }
+
+  private useShared(): boolean {
+    if (!this.local) return true;
+    const now = performance.now();
+    if (now < this.retryAt) return false;
+    // One request per interval finds out whether Redis is back; the others keep going locally meanwhile.
+    this.retryAt = now + this.options.recoveryIntervalMs;
+    return true;
+  }
+
+  /** Writes to the shared store when it is in use; a failure switches to local mode and is not rethrown. */
+  private async both(write: (store: LimiterStore) => Promise<void>, op: string): Promise<void> {
+    if (!this.useShared()) return;
+    const started = performance.now();
+    try {
+      await write(this.shared);
+      this.options.onLatency?.(op, (performance.now() - started) / 1000);
+      this.recovered();
+    } catch (error) {
+      this.failed(error);
+    }
+  }
+
+  private failed(error: unknown): void {
+    this.options.onError?.(error);
+    this.retryAt = performance.now() + this.options.recoveryIntervalMs;
+    if (!this.local) {
+      this.local = true;
+      this.options.onModeChange?.('local', error);
+    }
+  }
+
+  private recovered(): void {
+    if (this.local) {
+      this.local = false;
+      this.options.onModeChange?.('redis');
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Chooses where limiter state lives from the configuration: in process, or in Redis (single node or cluster)
+ * behind the failover that keeps serving when Redis does not answer.
+ */
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { FailoverStore } from './limiter/failover.js';
+import { MemoryStore } from './limiter/memory.js';
+import { RedisStore } from './limiter/redis.js';
+import type { LimiterStore, StoreOptions } from './limiter/types.js';
+import type { Metrics } from './metrics.js';
+
+export interface CreatedStore {
+  readonly store: LimiterStore;
+  readonly mode: 'memory' | 'redis';
+  /** Resolves true when the shared state answers (always true in memory mode). */
+  readonly check: () => Promise<boolean>;
+}
+
+// A dead Redis must fail a call fast instead of queueing it: the failover decides locally in the meantime.
+const CLIENT_OPTIONS: RedisOptions = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 0,
+  commandTimeout: 500,
+  connectTimeout: 2000,
+  retryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
+};
+
+export function storeOptions(config: Config): StoreOptions {
+  return {
+    resetMarginMs: config.resetMarginMs,
+    globalWindowMarginMs: config.globalWindowMarginMs,
+    // A probe whose replica died must not block its bucket longer than an upstream call can take.
+    probeTimeoutMs: config.upstreamTimeoutMs + 1000,
+  };
+}
+
+export function createStore(config: Config, metrics: Metrics, log: Logger): CreatedStore {
+  const local = new MemoryStore(storeOptions(config));
+  if (!config.redisUrl && config.redisClusterNodes.length === 0) {
+    return { store: local, mode: 'memory', check: async () => true };
+  }
+  const client = config.redisUrl
+    ? new Redis(config.redisUrl, CLIENT_OPTIONS)
+    : new Cluster(
+        config.redisClusterNodes.map((node) => {
+          const [host, port] = node.split(':');
+          return { host: host ?? '127.0.0.1', port: Number(port) };
+        }),
+        {
+          enableOfflineQueue: false,
+          redisOptions: CLIENT_OPTIONS,
+          clusterRetryStrategy: CLIENT_OPTIONS.retryStrategy,
+        },
+      );
+  // ioredis reports connection trouble as events; the failover already reacts to the failed calls.
+  client.on('error', (error: Error) => log.debug({ err: error.message }, 'redis connection error'));
+  const shared = new RedisStore(client, {
+    ...storeOptions(config),
+    prefix: config.redisKeyPrefix,
+    ownsClient: true,
+  });
+  const store = new FailoverStore(shared, local, {
+    fallbackReplicas: config.redisFallbackReplicas,
+    recoveryIntervalMs: 1000,
+    onModeChange(mode, error) {
+      metrics.redisUp.set(mode === 'redis' ? 1 : 0);
+      if (mode === 'local') {
+        log.error(
+          { err: error instanceof Error ? error.message : String(error) },
+          'Redis unreachable: deciding with local limits',
+        );
+      } else log.warn('Redis reachable again: shared limits restored');
+    },
+    onError: () => metrics.redisErrors.inc(),
+    onLatency: (op, seconds) => metrics.redisLatency.observe({ op }, seconds),
+  });
+  return { store, mode: 'redis', check: () => store.check() };
+}
