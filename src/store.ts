@@ -8,7 +8,7 @@ import type { Config } from './config.js';
 import { FailoverStore } from './limiter/failover.js';
 import { MemoryStore } from './limiter/memory.js';
 import { RedisStore } from './limiter/redis.js';
-import type { LimiterStore, StoreOptions } from './limiter/types.js';
+import { GLOBAL_WINDOW_MS, type LimiterStore, type StoreOptions } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 
 export interface CreatedStore {
@@ -63,6 +63,7 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
   });
   const store = new FailoverStore(shared, local, {
     fallbackReplicas: config.redisFallbackReplicas,
+    globalWindowMs: GLOBAL_WINDOW_MS + config.globalWindowMarginMs,
     recoveryIntervalMs: 1000,
     onModeChange(mode, error) {
       metrics.redisUp.set(mode === 'redis' ? 1 : 0);

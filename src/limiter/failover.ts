@@ -14,6 +14,8 @@ import type { AdmitInput, AdmitResult, LearnInput, LimiterStore } from './types.
 export interface FailoverOptions {
   /** How many replicas share a global limit while each falls back to its own state. */
   readonly fallbackReplicas: number;
+  /** The global window including its margin: what Redis admitted in the last one may already fill it. */
+  readonly globalWindowMs: number;
   readonly recoveryIntervalMs: number;
   readonly onModeChange?: (mode: 'redis' | 'local', error?: unknown) => void;
   readonly onError?: (error: unknown) => void;
@@ -23,6 +25,7 @@ export interface FailoverOptions {
 export class FailoverStore implements LimiterStore {
   private local = false;
   private retryAt = 0;
+  private localSince = 0;
 
   constructor(
     private readonly shared: LimiterStore,
@@ -47,8 +50,13 @@ export class FailoverStore implements LimiterStore {
         this.failed(error);
       }
     }
+    if (input.globalLimit === 0) return this.fallback.admitNow(input);
+    // The local window knows nothing of what the shared one admitted before Redis failed; until one full window
+    // has passed, assume it was full.
+    const unknownFor = this.localSince + this.options.globalWindowMs - performance.now();
+    if (unknownFor > 0) return { ok: false, reason: 'global', waitMs: unknownFor };
     const share = Math.max(1, Math.floor(input.globalLimit / this.options.fallbackReplicas));
-    return this.fallback.admitNow(input.globalLimit > 0 ? { ...input, globalLimit: share } : input);
+    return this.fallback.admitNow({ ...input, globalLimit: share });
   }
 
   async learn(input: LearnInput): Promise<void> {
@@ -124,6 +132,7 @@ export class FailoverStore implements LimiterStore {
     this.retryAt = performance.now() + this.options.recoveryIntervalMs;
     if (!this.local) {
       this.local = true;
+      this.localSince = performance.now();
       this.options.onModeChange?.('local', error);
     }
   }
