@@ -9,7 +9,7 @@
  * The in-process store learns from every response in both modes, so it is warm when it is needed.
  */
 import type { MemoryStore } from './memory.js';
-import type { AdmitInput, AdmitResult, LearnInput, LimiterStore } from './types.js';
+import type { AdmitInput, AdmitResult, LearnInput, LimiterStore, MarkScope } from './types.js';
 
 export interface FailoverOptions {
   /** How many replicas share a global limit while each falls back to its own state. */
@@ -83,6 +83,27 @@ export class FailoverStore implements LimiterStore {
     if (this.local) return local;
     try {
       return Math.max(local, await this.shared.cloudflarePause());
+    } catch (error) {
+      this.failed(error);
+      return local;
+    }
+  }
+
+  async mark(
+    at: { identity: string; routeKey: string; major: string },
+    scope: MarkScope,
+    ms: number,
+  ): Promise<void> {
+    await this.fallback.mark(at, scope, ms);
+    await this.both((store) => store.mark(at, scope, ms), 'mark');
+  }
+
+  async countInvalid(count: number): Promise<number> {
+    // Counted locally too, so that the budget still holds for this replica while Redis is away.
+    const local = await this.fallback.countInvalid(count);
+    if (!this.useShared()) return local;
+    try {
+      return Math.max(local, await this.shared.countInvalid(count));
     } catch (error) {
       this.failed(error);
       return local;

@@ -7,8 +7,11 @@ import {
   type AdmitInput,
   type AdmitResult,
   GLOBAL_WINDOW_MS,
+  INVALID_SLOT_MS,
+  INVALID_WINDOW_MS,
   type LearnInput,
   type LimiterStore,
+  type MarkScope,
   type StoreOptions,
 } from './types.js';
 
@@ -29,6 +32,10 @@ export class MemoryStore implements LimiterStore {
   private readonly globals = new Map<string, GlobalWindow>();
   private readonly pauses = new Map<string, number>();
   private readonly sublimits = new Map<string, number>();
+  /** Known-bad marks: key (see markKey) → expiry. */
+  private readonly marks = new Map<string, number>();
+  /** Invalid responses per INVALID_SLOT_MS slot, by slot number. */
+  private readonly invalidSlots = new Map<number, number>();
   private cloudflareUntil = 0;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -49,6 +56,12 @@ export class MemoryStore implements LimiterStore {
     const now = this.now();
     if (this.cloudflareUntil > now)
       return { ok: false, reason: 'cloudflare', waitMs: this.cloudflareUntil - now };
+    if (this.marks.size > 0) {
+      for (const scope of MARK_SCOPES) {
+        const until = this.marks.get(markKey(input, scope));
+        if (until !== undefined && until > now) return { ok: false, reason: scope, waitMs: until - now };
+      }
+    }
     if (input.globalLimit > 0) {
       const pausedUntil = this.pauses.get(input.identity);
       if (pausedUntil !== undefined && pausedUntil > now)
@@ -130,6 +143,28 @@ export class MemoryStore implements LimiterStore {
     return Math.max(0, this.cloudflareUntil - this.now());
   }
 
+  async mark(
+    at: { identity: string; routeKey: string; major: string },
+    scope: MarkScope,
+    ms: number,
+  ): Promise<void> {
+    const key = markKey(at, scope);
+    this.marks.set(key, Math.max(this.marks.get(key) ?? 0, this.now() + ms));
+  }
+
+  async countInvalid(count: number): Promise<number> {
+    // Slots follow the wall clock so that every replica of a fleet (and Redis) cuts the same slots.
+    const slot = Math.floor(Date.now() / INVALID_SLOT_MS);
+    const oldest = slot - INVALID_WINDOW_MS / INVALID_SLOT_MS + 1;
+    if (count > 0) this.invalidSlots.set(slot, (this.invalidSlots.get(slot) ?? 0) + count);
+    let total = 0;
+    for (const [key, n] of this.invalidSlots) {
+      if (key < oldest) this.invalidSlots.delete(key);
+      else total += n;
+    }
+    return total;
+  }
+
   async close(): Promise<void> {
     clearInterval(this.sweeper);
   }
@@ -146,6 +181,7 @@ export class MemoryStore implements LimiterStore {
     }
     for (const [key, value] of this.hashes) if (value.touched < cutoff) this.hashes.delete(key);
     for (const [key, until] of this.sublimits) if (until < cutoff) this.sublimits.delete(key);
+    for (const [key, until] of this.marks) if (until < cutoff) this.marks.delete(key);
     for (const [key, global] of this.globals) if (global.touched < cutoff) this.globals.delete(key);
     for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
   }
@@ -158,6 +194,14 @@ export class MemoryStore implements LimiterStore {
     }
     return global;
   }
+}
+
+const MARK_SCOPES: readonly MarkScope[] = ['revoked', 'gone', 'forbidden'];
+
+function markKey(at: { identity: string; routeKey: string; major: string }, scope: MarkScope): string {
+  if (scope === 'revoked') return at.identity;
+  if (scope === 'gone') return `${at.identity}|${at.major}`;
+  return `${at.identity}|${at.routeKey}|${at.major}`;
 }
 
 function sublimitKey(input: { identity: string; routeKey: string; major: string }, tag: string): string {

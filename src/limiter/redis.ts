@@ -8,7 +8,9 @@
  *   P{I}:route:<routeKey>               STRING: bucket hash ("" = not bucketed), PX = keyTtlMs after last learned
  *   P{I}:global                         LIST: the identity's last `globalLimit` admission times, newest first
  *   P{I}:bucket:<hash>|<major>          HASH: one bucket's state (unknown buckets: <hash> = "unk:<routeKey>")
+ *   P{I}:bad                            HASH: known-bad marks (revoked token, gone webhook, forbidden route)
  *   Pcloudflare                         STRING, PX = remaining egress-wide Cloudflare pause
+ *   Pinvalid                            HASH: invalid responses of this egress per 10 s slot
  * Every key of one identity carries the {I} hash tag, so the scripts run unchanged on Redis Cluster; only the
  * Cloudflare key lives elsewhere (see `cloudflareUntil`).
  *
@@ -21,8 +23,11 @@ import {
   type AdmitInput,
   type AdmitResult,
   GLOBAL_WINDOW_MS,
+  INVALID_SLOT_MS,
+  INVALID_WINDOW_MS,
   type LearnInput,
   type LimiterStore,
+  type MarkScope,
   PROBE_POLL_MS,
   SAME_WINDOW_TOLERANCE_MS,
   STALLED_WINDOW_MS,
@@ -50,14 +55,32 @@ export interface RedisStoreOptions extends StoreOptions {
 const DEFAULT_KEY_TTL_MS = 10 * 60_000;
 const DEFAULT_CLOUDFLARE_POLL_MS = 500;
 
-/** The scripts' reason codes, in order from 1 (lua/admit-4.lua). */
-const REASONS: readonly WaitReason[] = ['bucket', 'probe', 'blocked', 'sublimit', 'global', 'paused'];
+/** The scripts' reason codes, in order from 1 (lua/admit-5.lua). */
+const REASONS: readonly WaitReason[] = [
+  'bucket',
+  'probe',
+  'blocked',
+  'sublimit',
+  'global',
+  'paused',
+  'revoked',
+  'gone',
+  'forbidden',
+];
+/** Fields of the known-bad marks hash, by scope (lua/admit-5.lua). */
+const MARK_FIELD: Record<MarkScope, (at: { routeKey: string; major: string }) => string> = {
+  revoked: () => 'r',
+  gone: (at) => `g:${at.major}`,
+  forbidden: (at) => `f:${at.routeKey}|${at.major}`,
+};
 
 type Arg = string | number;
 interface ScriptCommands {
   drlpAdmit(...args: Arg[]): Promise<unknown>;
   drlpLearn(...args: Arg[]): Promise<unknown>;
   drlpPause(key: string, ms: number): Promise<unknown>;
+  drlpMark(key: string, field: string, ms: number): Promise<unknown>;
+  drlpInvalid(key: string, add: number, slotMs: number, slots: number): Promise<unknown>;
 }
 
 function script(file: string): { lua: string; numberOfKeys: number } {
@@ -66,9 +89,11 @@ function script(file: string): { lua: string; numberOfKeys: number } {
 }
 
 const SCRIPTS = {
-  drlpAdmit: script('admit-4.lua'),
+  drlpAdmit: script('admit-5.lua'),
   drlpLearn: script('learn-4.lua'),
   drlpPause: script('pause-1.lua'),
+  drlpMark: script('mark-1.lua'),
+  drlpInvalid: script('invalid-1.lua'),
 } as const;
 
 // defineCommand keeps one SCRIPT LOAD/EVALSHA cache per client; stores sharing a client share it.
@@ -135,6 +160,7 @@ export class RedisStore implements LimiterStore {
       `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
       `${base}route:${input.routeKey}`,
       `${base}global`,
+      `${base}bad`,
       `${base}bucket:`,
       input.routeKey,
       input.major,
@@ -191,6 +217,21 @@ export class RedisStore implements LimiterStore {
   async cloudflarePause(): Promise<number> {
     this.noteCloudflare(await this.redis.pttl(this.cloudflareKey));
     return this.cloudflareRemaining();
+  }
+
+  async mark(
+    at: { identity: string; routeKey: string; major: string },
+    scope: MarkScope,
+    ms: number,
+  ): Promise<void> {
+    await this.scripts.drlpMark(`${this.identityBase(at.identity)}bad`, MARK_FIELD[scope](at), ms);
+  }
+
+  async countInvalid(count: number): Promise<number> {
+    const slots = INVALID_WINDOW_MS / INVALID_SLOT_MS;
+    return Number(
+      await this.scripts.drlpInvalid(`${this.options.prefix}invalid`, count, INVALID_SLOT_MS, slots),
+    );
   }
 
   async close(): Promise<void> {

@@ -6,14 +6,20 @@
  * identity's global window (or a global pause) wait in that identity's gate, which wakes them one at a time, so a
  * saturated token costs about one store call per admitted request however many channels are waiting.
  */
-import type { AdmitInput, AdmitResult, LimiterStore, WaitReason } from './types.js';
+import { type AdmitInput, type AdmitResult, KNOWN_BAD, type LimiterStore, type WaitReason } from './types.js';
 
 export type Admission = Extract<AdmitResult, { ok: true }>;
 
 /** Why a held request was answered without being forwarded. */
 export class HoldError extends Error {
   constructor(
-    readonly reason: 'hold_timeout' | 'cloudflare' | 'aborted' | 'store_error' | 'shutting_down',
+    readonly reason:
+      | 'hold_timeout'
+      | 'cloudflare'
+      | 'known_bad'
+      | 'aborted'
+      | 'store_error'
+      | 'shutting_down',
     /** How long the client should wait before trying again, when known. */
     readonly retryAfterMs: number,
     readonly waitReason?: WaitReason,
@@ -197,9 +203,12 @@ export class Scheduler {
           this.compact(queue);
           continue;
         }
-        if (result.reason === 'cloudflare') {
+        // Waiting would not help: everything is banned, or Discord already said these requests fail.
+        const final =
+          result.reason === 'cloudflare' ? 'cloudflare' : KNOWN_BAD.has(result.reason) ? 'known_bad' : null;
+        if (final) {
           for (let t: Ticket | undefined = taker; t; t = this.nextTicket(queue)) {
-            t.reject(new HoldError('cloudflare', result.waitMs, 'cloudflare'));
+            t.reject(new HoldError(final, result.waitMs, result.reason));
           }
           break;
         }

@@ -27,7 +27,17 @@ export type WaitReason =
   | 'sublimit' // a hidden sublimit delays requests like this one
   | 'global' // the identity's 1000 ms window is full
   | 'paused' // a global 429 paused the identity
-  | 'cloudflare'; // everything is paused after a Cloudflare ban
+  | 'cloudflare' // everything is paused after a Cloudflare ban
+  // Known to fail: answered by the proxy itself until the mark expires (see LimiterStore.mark).
+  | 'revoked' // the token got a 401
+  | 'gone' // the webhook (major parameter) got a 404
+  | 'forbidden'; // this route and major parameter got a 403
+
+/** Reasons that end a request at once instead of holding it. */
+export const KNOWN_BAD: ReadonlySet<WaitReason> = new Set(['revoked', 'gone', 'forbidden']);
+
+/** How narrowly a known-bad mark applies: the whole token, one major parameter, or one route on it. */
+export type MarkScope = 'revoked' | 'gone' | 'forbidden';
 
 export type AdmitResult =
   | {
@@ -71,6 +81,20 @@ export interface LimiterStore {
   pauseAll(ms: number): Promise<number>;
   /** Remaining Cloudflare pause in ms (0 when none); read by /readyz. */
   cloudflarePause(): Promise<number>;
+  /**
+   * Marks requests as known to fail for `ms`: 'revoked' marks the identity, 'gone' its major parameter,
+   * 'forbidden' its route on that major parameter. admit() answers them with that reason until it expires.
+   */
+  mark(
+    at: { identity: string; routeKey: string; major: string },
+    scope: MarkScope,
+    ms: number,
+  ): Promise<void>;
+  /**
+   * Adds `count` invalid responses (401, 403, non-shared 429) to this egress's sliding 10-minute window and
+   * returns how many the window holds now (all replicas together when shared). `count` 0 only reads.
+   */
+  countInvalid(count: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -91,3 +115,7 @@ export const SAME_WINDOW_TOLERANCE_MS = 50;
 /** After a local reset, if no response of the new window arrives (all failed), reopen after this long. */
 export const STALLED_WINDOW_MS = 5000;
 export const GLOBAL_WINDOW_MS = 1000;
+/** Discord counts invalid requests per IP over 10 minutes (discord-ratelimits.md §4). */
+export const INVALID_WINDOW_MS = 600_000;
+/** The invalid-request window is kept in slots of this length; a slot leaves the window as a whole. */
+export const INVALID_SLOT_MS = 10_000;

@@ -247,5 +247,49 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       });
       expect(await drain(req)).toBe(4);
     });
+
+    it('answers known-bad requests until their mark expires, each as narrowly as it was set', async () => {
+      const req = input({ routeKey: 'GET /users/@me', major: '-' });
+      const channelA = input({
+        identity: req.identity,
+        routeKey: 'POST /channels/:id/messages',
+        major: 'c:1',
+      });
+      const channelB = { ...channelA, major: 'c:2' };
+      const otherRoute = { ...channelA, routeKey: 'GET /channels/:id' };
+      await store.mark(at(channelA), 'forbidden', 200);
+      expect(await store.admit(channelA)).toMatchObject({ ok: false, reason: 'forbidden' });
+      expect(await store.admit(channelB)).toMatchObject({ ok: true });
+      expect(await store.admit(otherRoute)).toMatchObject({ ok: true });
+
+      const webhook = input({
+        identity: req.identity,
+        routeKey: 'POST /webhooks/:id/:token',
+        major: 'w:9:abc',
+      });
+      await store.mark(at(webhook), 'gone', 200);
+      expect(
+        await store.admit({ ...webhook, routeKey: 'PATCH /webhooks/:id/:token/messages/:id' }),
+      ).toMatchObject({
+        ok: false,
+        reason: 'gone',
+      });
+
+      await store.mark(at(req), 'revoked', 300);
+      const revoked = await store.admit(req);
+      expect(revoked).toMatchObject({ ok: false, reason: 'revoked' });
+      if (!revoked.ok) expect(revoked.waitMs).toBeGreaterThan(200);
+      expect(await store.admit({ ...req, identity: `${req.identity}-other` })).toMatchObject({ ok: true });
+      await sleep(350);
+      expect(await store.admit(channelA)).toMatchObject({ ok: true });
+      expect(await store.admit(req)).toMatchObject({ ok: true });
+    });
+
+    it('counts invalid responses in a sliding window', async () => {
+      const before = await store.countInvalid(0);
+      expect(await store.countInvalid(3)).toBe(before + 3);
+      expect(await store.countInvalid(2)).toBe(before + 5);
+      expect(await store.countInvalid(0)).toBe(before + 5);
+    });
   });
 }

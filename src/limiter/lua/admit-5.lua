@@ -8,6 +8,8 @@
     KEYS[2]  sublimit            STRING, PTTL = remaining delay for this route, major parameter and tag
     KEYS[3]  route -> hash       STRING: the bucket hash, or "" for a route Discord does not bucket
     KEYS[4]  global window       LIST of the identity's last `limit` admission times (ms), newest first
+    KEYS[5]  known-bad marks     HASH: field -> expiry (ms, Redis time); "r" the token is revoked,
+                                 "g:<major>" the webhook is gone, "f:<routeKey>|<major>" the route is forbidden
 
     ARGV[1]  bucket key base     e.g. "drlp:{identity}:bucket:"; the bucket key is this plus
                                  "<hash or unk:routeKey>|<major>". It depends on KEYS[3], so it cannot be
@@ -24,7 +26,8 @@
   Output:
     {1, bucketSuffix, probe}  admitted; bucketSuffix is "<hash or unk:routeKey>|<major>" or "" (not bucketed),
                               probe is 1 when this request finds out an unknown bucket's limits
-    {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused;
+    {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused,
+                              7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs);
                               waitMs rounded up so nobody is woken early
 ]]
 local time = redis.call('TIME')
@@ -32,6 +35,12 @@ local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
 
 local globalLimit = tonumber(ARGV[4])
 local probePoll = tonumber(ARGV[8])
+
+local marks = redis.call('HMGET', KEYS[5], 'r', 'g:' .. ARGV[3], 'f:' .. ARGV[2] .. '|' .. ARGV[3])
+for i = 1, 3 do
+  local expires = tonumber(marks[i])
+  if expires and expires > now then return {0, 6 + i, math.ceil(expires - now)} end
+end
 
 if globalLimit > 0 then
   local paused = redis.call('PTTL', KEYS[1])
