@@ -2,11 +2,20 @@
  * Wires the parts into two Fastify instances (public and admin) without opening sockets or reading the
  * environment, so tests build exactly what production runs and listen where they like.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
+import { classify, normalizeApiPath } from './discord/classify.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
 import type { Identity } from './discord/types.js';
+import { answers } from './errors.js';
 import { Scheduler } from './limiter/scheduler.js';
 import type { LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
@@ -28,8 +37,87 @@ export interface App {
   readonly proxy: FastifyInstance;
   readonly admin: FastifyInstance;
   readonly scheduler: Scheduler;
-  /** Stops taking requests, answers held ones, closes the upstream pool and the store. */
+  /**
+   * Graceful stop: refuses new connections and turns /readyz to 503 at once, lets held and in-flight requests
+   * finish until SHUTDOWN_TIMEOUT_MS, then answers the held ones with the proxy's 503, cuts upstream calls that
+   * still hang, and closes the upstream pool and the store. Never takes much longer than the timeout.
+   */
   close(): Promise<void>;
+}
+
+/** After the deadline: time for the 503s (and retries that end in one) to reach clients before sockets are cut. */
+const FLUSH_GRACE_MS = 1000;
+/** A Redis that does not answer QUIT must not keep the process from exiting. */
+const STORE_CLOSE_MS = 1000;
+
+/**
+ * The public server's requests still being answered. Fastify's close() cannot tell: the proxy hijacks every reply,
+ * and on Node 20 server.close() leaves a keep-alive socket open after its last response (until keepAliveTimeout),
+ * so waiting on the server alone would hang for a minute.
+ */
+class Drain {
+  private readonly open = new Set<ServerResponse>();
+  private draining = false;
+  private onIdle: (() => void) | undefined;
+
+  constructor(private readonly server: Server) {}
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  track(req: IncomingMessage, res: ServerResponse): void {
+    this.open.add(res);
+    const socket = req.socket;
+    // A response queued behind a pipelined one never emits 'close' when its socket goes: watch the socket too.
+    const done = () => {
+      res.off('close', done);
+      socket.off('close', done);
+      this.open.delete(res);
+      if (this.draining) this.server.closeIdleConnections();
+      if (this.open.size === 0) this.onIdle?.();
+    };
+    res.once('close', done);
+    socket.once('close', done);
+  }
+
+  /** From now on each socket closes as soon as its response is done, and says so in the response. */
+  begin(): void {
+    this.draining = true;
+    for (const res of this.open) if (!res.headersSent) res.setHeader('connection', 'close');
+    this.server.closeIdleConnections();
+  }
+
+  /** Resolves true once every tracked response is done, false if `ms` passes first. */
+  wait(ms: number): Promise<boolean> {
+    if (this.open.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(
+        () => {
+          this.onIdle = undefined;
+          resolve(false);
+        },
+        Math.max(0, ms),
+      );
+      this.onIdle = () => {
+        clearTimeout(timer);
+        this.onIdle = undefined;
+        resolve(true);
+      };
+    });
+  }
+
+  cut(): void {
+    this.server.closeAllConnections();
+  }
+}
+
+function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 export function buildApp(deps: AppDeps): App {
@@ -42,8 +130,24 @@ export function buildApp(deps: AppDeps): App {
   const globalLimitFor = (identity: Identity): number =>
     (identity.botId && config.globalRateLimitOverrides.get(identity.botId)) || config.globalRateLimit;
 
-  // pino's Logger is what Fastify logs with; the cast only bridges its generic parameters.
-  const fastifyLog = log as unknown as FastifyBaseLogger;
+  const tokenHash = createTokenHasher(config.tokenHashKey);
+  const routeOf = (method: string | undefined, url: string | undefined): string => {
+    const path = normalizeApiPath((url ?? '/').split('?', 1)[0] ?? '/');
+    return path === null
+      ? '-'
+      : classify((method ?? 'GET').toUpperCase(), path, Date.now(), tokenHash).template;
+  };
+  // Fastify's own error lines carry `req` with its raw URL, which holds webhook and interaction tokens; log the
+  // route template instead (pino's child serializers win over the defaults Fastify adds). The cast only bridges
+  // pino's generic parameters to Fastify's logger type.
+  const fastifyLog = log.child(
+    {},
+    {
+      serializers: {
+        req: (req: FastifyRequest) => ({ method: req.method, route: routeOf(req.method, req.url) }),
+      },
+    },
+  ) as unknown as FastifyBaseLogger;
   const proxy = Fastify({
     loggerInstance: fastifyLog,
     // The proxy logs one line per request itself, with what matters here (hold and upstream time).
@@ -51,7 +155,30 @@ export function buildApp(deps: AppDeps): App {
     bodyLimit: config.bodyLimitBytes,
     // Keep-alive sockets from bot workers are long-lived; a slow client must not hold one forever.
     requestTimeout: config.maxHoldMs + config.upstreamTimeoutMs + 5000,
-    return503OnClosing: true,
+    // Requests that still arrive on an open socket while draining get the proxy's own 503 (onRequest below),
+    // which client libraries tell apart by its header, instead of Fastify's generic one.
+    return503OnClosing: false,
+  });
+  const drain = new Drain(proxy.server);
+  const refuse = (request: FastifyRequest, reply: FastifyReply): void => {
+    const answer = answers.shuttingDown();
+    const route = routeOf(request.raw.method, request.raw.url);
+    metrics.generated.inc({ reason: answer.reason });
+    metrics.requests.inc({ method: request.method, route, status: String(answer.status) });
+    const level = config.requestLogLevel as 'info';
+    log[level](
+      { reqId: request.id, method: request.method, route, status: answer.status, holdMs: 0, upstreamMs: 0 },
+      'request refused: shutting down',
+    );
+    reply
+      .code(answer.status)
+      .headers({ ...answer.headers, connection: 'close', 'content-type': 'application/json' })
+      .send(JSON.stringify(answer.body));
+  };
+  proxy.addHook('onRequest', (request, reply, done) => {
+    drain.track(request.raw, reply.raw);
+    if (shuttingDown) return refuse(request, reply);
+    done();
   });
   registerProxy(proxy, {
     relay: {
@@ -67,7 +194,7 @@ export function buildApp(deps: AppDeps): App {
     log,
     requestLogLevel: config.requestLogLevel,
     identify: createIdentifier(config.tokenHashKey),
-    tokenHash: createTokenHasher(config.tokenHashKey),
+    tokenHash,
     globalLimitFor,
     maxHoldMs: config.maxHoldMs,
     bodyLimitBytes: config.bodyLimitBytes,
@@ -77,6 +204,8 @@ export function buildApp(deps: AppDeps): App {
   const admin = Fastify({
     loggerInstance: fastifyLog,
     logController: new LogController({ disableRequestLogging: true }),
+    // Health checks and scrapes are cheap to cut; a scraper's keep-alive socket must not hold the exit up.
+    forceCloseConnections: true,
   });
   registerAdmin(admin, metrics, {
     async check() {
@@ -91,17 +220,54 @@ export function buildApp(deps: AppDeps): App {
     },
   });
 
+  let closing: Promise<void> | undefined;
+  const shutdown = async (): Promise<void> => {
+    shuttingDown = true;
+    metrics.ready.set(0);
+    const deadline = performance.now() + config.shutdownTimeoutMs;
+    // No new connections from here on; the admin port stays up so the load balancer sees /readyz answer 503.
+    const proxyClosed = proxy
+      .close()
+      .catch((error: unknown) => log.warn({ err: error }, 'public server close'));
+    drain.begin();
+    log.info({ open: drain.size, timeoutMs: config.shutdownTimeoutMs }, 'draining');
+    const drained = await drain.wait(deadline - performance.now());
+    if (!drained) {
+      log.warn(
+        { open: drain.size, held: scheduler.held },
+        'shutdown deadline: answering held requests with 503 and cutting upstream calls',
+      );
+    }
+    // Held requests get 503 shutting_down; destroying the pool fails the calls still waiting on Discord, which
+    // relay answers itself (a retry it attempts meets the closed scheduler and becomes a 503 too).
+    scheduler.close();
+    const upstreamClosed = drained ? upstream.close() : upstream.destroy();
+    if (!(await drain.wait(FLUSH_GRACE_MS))) {
+      log.warn({ open: drain.size }, 'closing connections that are still open');
+      drain.cut();
+    }
+    await within(proxyClosed, FLUSH_GRACE_MS);
+    await within(
+      upstreamClosed.catch(() => undefined),
+      FLUSH_GRACE_MS,
+    );
+    await within(
+      store.close().catch((error: unknown) => log.warn({ err: error }, 'could not close the store')),
+      STORE_CLOSE_MS,
+    );
+    await within(
+      admin.close().catch((error: unknown) => log.warn({ err: error }, 'admin server close')),
+      FLUSH_GRACE_MS,
+    );
+  };
+
   return {
     proxy,
     admin,
     scheduler,
-    async close() {
-      shuttingDown = true;
-      scheduler.close();
-      await proxy.close();
-      await admin.close();
-      await upstream.close();
-      await store.close();
+    close() {
+      closing ??= shutdown();
+      return closing;
     },
   };
 }

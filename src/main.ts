@@ -8,6 +8,9 @@ import { createMetrics } from './metrics.js';
 import { createStore } from './store.js';
 import { Upstream } from './upstream.js';
 
+/** Beyond SHUTDOWN_TIMEOUT_MS, App.close() needs at most a few seconds to flush answers and close connections. */
+const BACKSTOP_MS = 5000;
+
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
@@ -44,15 +47,26 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down');
+    log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down');
+    // App.close() bounds every step itself; this only guards against a bug there leaving the process up until
+    // the orchestrator's SIGKILL, which would lose the log line saying why.
+    setTimeout(() => {
+      log.error('shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + BACKSTOP_MS).unref();
+    const startedAt = performance.now();
     app.close().then(
-      () => process.exit(0),
+      () => {
+        log.info({ ms: Math.round(performance.now() - startedAt) }, 'shutdown complete');
+        process.exit(0);
+      },
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
+  // `once`: a second Ctrl-C (or SIGTERM) while draining meets Node's default handler and ends the process at once.
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 }

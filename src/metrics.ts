@@ -4,58 +4,119 @@
  * and tokens pass through.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { UpstreamFailureKind } from './upstream.js';
 
-export type UpstreamScope = 'user' | 'global' | 'shared' | 'sublimit' | 'cloudflare';
-export type GeneratedReason =
-  | 'hold_timeout'
-  | 'cloudflare_cooldown'
-  | 'upstream_unreachable'
-  | 'upstream_timeout'
-  | 'bad_request'
-  | 'unauthorized'
-  | 'token_revoked'
-  | 'webhook_deleted'
-  | 'forbidden_backoff'
-  | 'invalid_budget'
-  | 'overloaded'
-  | 'redis_unavailable'
-  | 'shutting_down'
-  | 'not_found';
+export const UPSTREAM_SCOPES = ['user', 'global', 'shared', 'sublimit', 'cloudflare'] as const;
+export type UpstreamScope = (typeof UPSTREAM_SCOPES)[number];
+
+export const GENERATED_REASONS = [
+  'hold_timeout',
+  'cloudflare_cooldown',
+  'upstream_unreachable',
+  'upstream_timeout',
+  'bad_request',
+  'unauthorized',
+  'token_revoked',
+  'webhook_deleted',
+  'forbidden_backoff',
+  'invalid_budget',
+  'overloaded',
+  'redis_unavailable',
+  'shutting_down',
+  'not_found',
+] as const;
+export type GeneratedReason = (typeof GENERATED_REASONS)[number];
+
+/** What relay.ts counts in upstream_errors_total ('aborted' is our client leaving, not an upstream failure). */
+export const UPSTREAM_ERROR_KINDS = ['connect', 'timeout', 'socket'] as const satisfies readonly Exclude<
+  UpstreamFailureKind,
+  'aborted'
+>[];
+
+/**
+ * Distinct route templates one process labels before it counts new ones as `other`. Discord has about 240
+ * routes; a template only goes past that when a client invents path words (`/api/v10/<random>` classifies as a
+ * literal), and without a cap each such word would add ~20 series to every scrape.
+ */
+export const MAX_ROUTE_LABELS = 512;
+export const OTHER_ROUTE = 'other';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+type RouteCap = (route: string) => string;
+
+function routeCap(max: number): RouteCap {
+  const seen = new Set<string>();
+  return (route) => {
+    if (seen.has(route)) return route;
+    if (seen.size >= max) return OTHER_ROUTE;
+    seen.add(route);
+    return route;
+  };
+}
+
+/**
+ * Sends the `route` label of every inc()/observe() through the cap, so callers pass templates without minding the
+ * bound. Wraps the instance's own method: prom-client assigns inc/observe per instance in its constructor, so a
+ * subclass override would never be called. Exemplars are off, so an object argument is always a label set.
+ */
+function withRouteCap<M extends Counter<string> | Histogram<string>>(metric: M, cap: RouteCap): M {
+  const key = metric instanceof Counter ? 'inc' : 'observe';
+  const target = metric as unknown as Record<typeof key, (labels: unknown, value?: number) => void>;
+  const original = target[key].bind(metric);
+  target[key] = (labels, value) => {
+    const route = typeof labels === 'object' ? (labels as { route?: unknown } | null)?.route : undefined;
+    if (typeof route !== 'string') return original(labels, value);
+    return original({ ...(labels as object), route: cap(route) }, value);
+  };
+  return metric;
+}
 
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const cap = routeCap(MAX_ROUTE_LABELS);
   const m = {
     registry,
-    requests: new Counter({
-      name: 'discord_proxy_requests_total',
-      help: 'Requests answered, by method, route template and status.',
-      labelNames: ['method', 'route', 'status'] as const,
-      registers: [registry],
-    }),
-    duration: new Histogram({
-      name: 'discord_proxy_request_duration_seconds',
-      help: 'Time from receiving a request to its answer, including hold time.',
-      labelNames: ['method', 'route', 'status'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
-    hold: new Histogram({
-      name: 'discord_proxy_hold_seconds',
-      help: 'Time a request was held before it was forwarded upstream.',
-      labelNames: ['route'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
-    upstreamDuration: new Histogram({
-      name: 'discord_proxy_upstream_duration_seconds',
-      help: 'Time from forwarding to the upstream response headers.',
-      labelNames: ['route'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
+    requests: withRouteCap(
+      new Counter({
+        name: 'discord_proxy_requests_total',
+        help: 'Requests answered, by method, route template and status.',
+        labelNames: ['method', 'route', 'status'] as const,
+        registers: [registry],
+      }),
+      cap,
+    ),
+    duration: withRouteCap(
+      new Histogram({
+        name: 'discord_proxy_request_duration_seconds',
+        help: 'Time from receiving a request to its answer, including hold time.',
+        labelNames: ['method', 'route', 'status'] as const,
+        buckets: LATENCY_BUCKETS,
+        registers: [registry],
+      }),
+      cap,
+    ),
+    hold: withRouteCap(
+      new Histogram({
+        name: 'discord_proxy_hold_seconds',
+        help: 'Time a request was held before it was forwarded upstream.',
+        labelNames: ['route'] as const,
+        buckets: LATENCY_BUCKETS,
+        registers: [registry],
+      }),
+      cap,
+    ),
+    upstreamDuration: withRouteCap(
+      new Histogram({
+        name: 'discord_proxy_upstream_duration_seconds',
+        help: 'Time from forwarding to the upstream response headers.',
+        labelNames: ['route'] as const,
+        buckets: LATENCY_BUCKETS,
+        registers: [registry],
+      }),
+      cap,
+    ),
     held: new Gauge({
       name: 'discord_proxy_held_requests',
       help: 'Requests held right now, waiting for their bucket or global window.',
@@ -135,6 +196,11 @@ export function createMetrics() {
     }),
   };
   m.redisUp.set(1);
+  // Labelled counters only appear at their first event, and rate()/increase() need a sample before it to see
+  // that event at all: an alert on the first 429 of a scope would otherwise never fire.
+  for (const scope of UPSTREAM_SCOPES) m.upstream429.inc({ scope }, 0);
+  for (const reason of GENERATED_REASONS) m.generated.inc({ reason }, 0);
+  for (const kind of UPSTREAM_ERROR_KINDS) m.upstreamErrors.inc({ kind }, 0);
   return m;
 }
 

@@ -16,10 +16,11 @@ export interface ProxyProcess {
 }
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
 /**
- * The production entry point as its own process, exactly as an operator runs it (optionally under faketime,
- * to give it a clock that disagrees with everyone else's).
+ * The production entry point as its own process, exactly as an operator runs it (optionally with libfaketime,
+ * to give it a clock that disagrees with everyone else's: `faketime` is e.g. "+2s" or "-2s").
  */
 export async function startProxyProcess(
   env: Record<string, string>,
@@ -27,12 +28,15 @@ export async function startProxyProcess(
 ): Promise<ProxyProcess> {
   const port = await freePort();
   const adminPort = await freePort();
-  const args = ['--import', 'tsx', MAIN];
-  const command = options.faketime ? 'faketime' : process.execPath;
-  const argv = options.faketime ? ['-f', options.faketime, process.execPath, ...args] : args;
-  const child = spawn(command, argv, {
+  // libfaketime is preloaded into node itself (the `faketime` wrapper forks, which would leave the PID we
+  // signal pointing at the wrapper instead of the proxy).
+  const faketimeEnv: Record<string, string> = options.faketime
+    ? { LD_PRELOAD: FAKETIME_LIB, FAKETIME: options.faketime, FAKETIME_DONT_RESET: '1' }
+    : {};
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
     env: {
       ...process.env,
+      ...faketimeEnv,
       PORT: String(port),
       ADMIN_PORT: String(adminPort),
       HOST: '127.0.0.1',
