@@ -264,3 +264,70 @@ describe('replicas whose clocks disagree by ±2 s', () => {
     }
   });
 });
+
+describe('signals seen by one replica reach the others', () => {
+  let fake: FakeProcess;
+  let a: ProxyProcess;
+  let b: ProxyProcess;
+  let clientA: ReturnType<typeof clientFor>;
+  let clientB: ReturnType<typeof clientFor>;
+  beforeAll(async () => {
+    // Discord's global limit for this token is lower than the proxy was told: the proxy meets a global 429.
+    fake = await startFakeProcess(['--latency', 'none', '--global', '3']);
+    const env = {
+      UPSTREAM_URL: fake.url,
+      REDIS_URL: inject('redisUrl'),
+      REDIS_KEY_PREFIX: `signals${prefixSeq++}:`,
+      CLOUDFLARE_COOLDOWN_MS: '3000',
+      // A 429 goes back to the client, so that only B's request competes for the window after the pause.
+      MAX_RETRIES: '0',
+    };
+    [a, b] = await Promise.all([startProxyProcess(env), startProxyProcess(env)]);
+    clientA = clientFor(a.url);
+    clientB = clientFor(b.url);
+  });
+  afterAll(async () => {
+    await clientA?.client.close();
+    await clientB?.client.close();
+    await Promise.all([a?.kill(), b?.kill()]);
+    await fake?.stop();
+  });
+
+  it('pauses the token on every replica after a global 429 on one', async () => {
+    const path = (i: number) => `/api/v10/users/${channel(500 + i)}`;
+    // Four at once through A: Discord takes three and answers the fourth with a global 429.
+    const burst = Promise.all(
+      Array.from({ length: 4 }, (_, i) => clientA.call('GET', path(i), { auth: BOT_B })),
+    );
+    const deadline = performance.now() + 5000;
+    while ((await fake.stats()).rateLimited.global === 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect((await fake.stats()).rateLimited.global).toBe(1);
+    // B has seen nothing itself. Sent now, it would meet a full window; through Redis it waits for the pause,
+    // which ends when Discord's window has room again.
+    const started = performance.now();
+    const res = await clientB.call('GET', path(99), { auth: BOT_B });
+    expect(res.status).toBe(200);
+    expect(performance.now() - started).toBeGreaterThan(300);
+    expect((await burst).map((r) => r.status).sort()).toEqual([200, 200, 200, 429]);
+    expect((await fake.stats()).rateLimited.global).toBe(1);
+  });
+
+  it('stops every replica within a second of a Cloudflare ban seen by one', async () => {
+    await fake.control('reset');
+    await fake.control('ban', 'ms=60000');
+    const banned = await clientA.call('GET', '/api/v10/gateway', { auth: BOT_A });
+    expect(banned.status).toBe(429);
+    expect(banned.headers['x-proxy-generated']).toBe('true');
+    // Each replica polls the egress-wide pause every 500 ms.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const before = (await fake.stats()).total;
+    const res = await clientB.call('GET', '/api/v10/gateway', { auth: BOT_B });
+    expect(res.status).toBe(429);
+    expect(res.headers['x-proxy-generated']).toBe('true');
+    expect(res.json()).toMatchObject({ retry_after: expect.any(Number) });
+    expect((await fake.stats()).total).toBe(before);
+    expect(await b.ready()).toBe(503);
+  });
+});
