@@ -19,7 +19,8 @@ export class HoldError extends Error {
       | 'known_bad'
       | 'aborted'
       | 'store_error'
-      | 'shutting_down',
+      | 'shutting_down'
+      | 'overloaded',
     /** How long the client should wait before trying again, when known. */
     readonly retryAfterMs: number,
     readonly waitReason?: WaitReason,
@@ -63,6 +64,10 @@ interface Gate {
 
 export interface SchedulerOptions {
   readonly maxHoldMs: number;
+  /** Beyond this many held requests in all, new ones are refused at once instead of growing memory. */
+  readonly maxHeld?: number;
+  /** The same per identity, so one runaway token cannot take every slot. */
+  readonly maxHeldPerIdentity?: number;
   readonly onHeldChange?: (delta: number) => void;
 }
 
@@ -70,6 +75,7 @@ export class Scheduler {
   private readonly queues = new Map<string, Queue>();
   private readonly gates = new Map<string, Gate>();
   private heldCount = 0;
+  private readonly heldBy = new Map<string, number>();
   private closing = false;
 
   constructor(
@@ -90,6 +96,13 @@ export class Scheduler {
     opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {},
   ): Promise<Admission> {
     if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
+    const ofIdentity = this.heldBy.get(input.identity) ?? 0;
+    if (
+      this.heldCount >= (this.options.maxHeld ?? Number.POSITIVE_INFINITY) ||
+      ofIdentity >= (this.options.maxHeldPerIdentity ?? Number.POSITIVE_INFINITY)
+    ) {
+      return Promise.reject(new HoldError('overloaded', 1000));
+    }
     const maxHold = Math.min(opts.maxHoldMs ?? this.options.maxHoldMs, this.options.maxHoldMs);
     return new Promise<Admission>((resolve, reject) => {
       const ticket: Ticket = {
@@ -120,6 +133,7 @@ export class Scheduler {
       if (opts.front) queue.items.splice(queue.head, 0, ticket);
       else queue.items.push(ticket);
       this.heldCount += 1;
+      this.heldBy.set(input.identity, ofIdentity + 1);
       this.options.onHeldChange?.(1);
       ticket.timer = setTimeout(() => ticket.reject(new HoldError('hold_timeout', 0)), maxHold);
       if (opts.signal) {
@@ -161,6 +175,9 @@ export class Scheduler {
     if (ticket.timer) clearTimeout(ticket.timer);
     if (ticket.signal && ticket.onAbort) ticket.signal.removeEventListener('abort', ticket.onAbort);
     this.heldCount -= 1;
+    const ofIdentity = (this.heldBy.get(ticket.input.identity) ?? 1) - 1;
+    if (ofIdentity > 0) this.heldBy.set(ticket.input.identity, ofIdentity);
+    else this.heldBy.delete(ticket.input.identity);
     this.options.onHeldChange?.(-1);
     return true;
   }

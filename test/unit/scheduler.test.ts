@@ -108,4 +108,22 @@ describe('Scheduler', () => {
       expect(admittedAt.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(10);
     expect(store.admits).toBeLessThan(40 * 3);
   });
+
+  it('refuses at once beyond its held-request caps, in all and per identity', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000, maxHeld: 5, maxHeldPerIdentity: 3 });
+    await exhausted(store, req(), 2000);
+    const held = [1, 2, 3].map(() => scheduler.acquire(req()).catch((e: unknown) => e));
+    await expect(scheduler.acquire(req())).rejects.toMatchObject({ reason: 'overloaded' });
+    const other = req({ identity: 'other' });
+    await exhausted(store, other, 2000);
+    const otherHeld = [1, 2].map(() => scheduler.acquire(other).catch((e: unknown) => e));
+    await expect(scheduler.acquire(req({ identity: 'third' }))).rejects.toMatchObject({
+      reason: 'overloaded',
+    });
+    expect(scheduler.held).toBe(5);
+    scheduler.close();
+    await Promise.all([...held, ...otherHeld]);
+    expect(scheduler.held).toBe(0);
+  });
 });
