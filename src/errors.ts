@@ -70,6 +70,14 @@ export const answers = {
     ),
   upstreamUnreachable: () =>
     answer(502, 'upstream_unreachable', 'The proxy could not reach Discord.', ProxyCode.UpstreamUnreachable),
+  // Unlike a refused connect, Discord may have received the request: the client must not assume it did nothing.
+  upstreamBroken: () =>
+    answer(
+      502,
+      'upstream_unreachable',
+      'The connection to Discord broke before it answered; the request may or may not have been carried out.',
+      ProxyCode.UpstreamUnreachable,
+    ),
   upstreamTimeout: () =>
     answer(
       504,

@@ -104,7 +104,12 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
         await backoff(attempt, out.signal);
         continue;
       }
-      const answer = error.kind === 'timeout' ? answers.upstreamTimeout() : answers.upstreamUnreachable();
+      const answer =
+        error.kind === 'timeout'
+          ? answers.upstreamTimeout()
+          : error.kind === 'socket'
+            ? answers.upstreamBroken()
+            : answers.upstreamUnreachable();
       return { kind: 'generated', answer, holdMs, upstreamMs };
     }
     upstreamMs += performance.now() - sentAt;

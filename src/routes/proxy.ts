@@ -207,10 +207,18 @@ function logAndCount(
 }
 
 function forwardHeaders(raw: string[]): string[] {
+  // Headers the client names in Connection are hop-by-hop too (RFC 9110 §7.6.1), whatever they are called.
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') continue;
+    named ??= new Set();
+    for (const option of raw[i + 1]!.split(',')) named.add(option.trim().toLowerCase());
+  }
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (!DROP_REQUEST_HEADERS.has(name.toLowerCase())) out.push(name, raw[i + 1]!);
+    const lower = name.toLowerCase();
+    if (!DROP_REQUEST_HEADERS.has(lower) && !named?.has(lower)) out.push(name, raw[i + 1]!);
   }
   return out;
 }
