@@ -2,7 +2,7 @@
  * Wires the parts into two Fastify instances (public and admin) without opening sockets or reading the
  * environment, so tests build exactly what production runs and listen where they like.
  */
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -11,6 +11,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
+import { InvalidBudget } from './budget.js';
 import type { Config } from './config.js';
 import { classify, normalizeApiPath } from './discord/classify.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
@@ -21,6 +22,7 @@ import type { LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 import { registerAdmin } from './routes/admin.js';
 import { registerProxy } from './routes/proxy.js';
+import { createProxyAuth } from './security.js';
 import type { Upstream } from './upstream.js';
 
 export interface AppDeps {
@@ -125,8 +127,11 @@ export function buildApp(deps: AppDeps): App {
   let shuttingDown = false;
   const scheduler = new Scheduler(store, {
     maxHoldMs: config.maxHoldMs,
+    maxHeld: config.maxHeldRequests,
+    maxHeldPerIdentity: config.maxHeldPerIdentity,
     onHeldChange: (delta) => metrics.held.inc(delta),
   });
+  const budget = new InvalidBudget(store, metrics, config.invalidRequestBudget);
   const globalLimitFor = (identity: Identity): number =>
     (identity.botId && config.globalRateLimitOverrides.get(identity.botId)) || config.globalRateLimit;
 
@@ -149,6 +154,15 @@ export function buildApp(deps: AppDeps): App {
     },
   ) as unknown as FastifyBaseLogger;
   const proxy = Fastify({
+    // Slow or oversized headers are a cheap way to hold sockets: Node drops them before Fastify sees them.
+    serverFactory: (handler) => {
+      const server = createServer(
+        { maxHeaderSize: config.maxHeaderBytes, headersTimeout: config.headersTimeoutMs },
+        handler,
+      );
+      server.keepAliveTimeout = config.keepAliveTimeoutMs;
+      return server;
+    },
     loggerInstance: fastifyLog,
     // The proxy logs one line per request itself, with what matters here (hold and upstream time).
     logController: new LogController({ disableRequestLogging: true }),
@@ -189,6 +203,12 @@ export function buildApp(deps: AppDeps): App {
       log,
       maxRetries: config.maxRetries,
       cloudflareCooldownMs: config.cloudflareCooldownMs,
+      budget,
+      marks: {
+        revokedMs: config.revokedTokenTtlMs,
+        goneMs: config.webhookGoneTtlMs,
+        forbiddenMs: config.forbiddenBackoffMs,
+      },
     },
     metrics,
     log,
@@ -199,6 +219,7 @@ export function buildApp(deps: AppDeps): App {
     maxHoldMs: config.maxHoldMs,
     bodyLimitBytes: config.bodyLimitBytes,
     retryBodyLimitBytes: config.retryBodyLimitBytes,
+    proxyAuth: config.proxyAuthToken ? createProxyAuth(config.proxyAuthToken) : undefined,
   });
 
   const admin = Fastify({
@@ -241,6 +262,7 @@ export function buildApp(deps: AppDeps): App {
     // Held requests get 503 shutting_down; destroying the pool fails the calls still waiting on Discord, which
     // relay answers itself (a retry it attempts meets the closed scheduler and becomes a 503 too).
     scheduler.close();
+    budget.close();
     const upstreamClosed = drained ? upstream.close() : upstream.destroy();
     if (!(await drain.wait(FLUSH_GRACE_MS))) {
       log.warn({ open: drain.size }, 'closing connections that are still open');

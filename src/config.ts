@@ -34,6 +34,16 @@ export interface Config {
   readonly logLevel: string;
   readonly requestLogLevel: string;
   readonly shutdownTimeoutMs: number;
+  /** Invalid responses (401, 403, non-shared 429) allowed per 10 minutes for this egress; Discord bans at 10,000. */
+  readonly invalidRequestBudget: number;
+  readonly revokedTokenTtlMs: number;
+  readonly webhookGoneTtlMs: number;
+  readonly forbiddenBackoffMs: number;
+  readonly maxHeldRequests: number;
+  readonly maxHeldPerIdentity: number;
+  readonly maxHeaderBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -66,6 +76,15 @@ export const ENV_DEFAULTS = {
   LOG_LEVEL: 'info',
   REQUEST_LOG_LEVEL: 'info',
   SHUTDOWN_TIMEOUT_MS: '10000',
+  INVALID_REQUEST_BUDGET: '5000',
+  REVOKED_TOKEN_TTL_MS: '600000',
+  WEBHOOK_GONE_TTL_MS: '600000',
+  FORBIDDEN_BACKOFF_MS: '30000',
+  MAX_HELD_REQUESTS: '20000',
+  MAX_HELD_PER_IDENTITY: '10000',
+  MAX_HEADER_BYTES: '16384',
+  HEADERS_TIMEOUT_MS: '10000',
+  KEEP_ALIVE_TIMEOUT_MS: '65000',
 } as const satisfies Record<string, string>;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -149,6 +168,15 @@ export function loadConfig(env: Env): Config {
     logLevel: level('LOG_LEVEL'),
     requestLogLevel: level('REQUEST_LOG_LEVEL'),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 0, 600_000),
+    invalidRequestBudget: int('INVALID_REQUEST_BUDGET', 1, 9_999),
+    revokedTokenTtlMs: int('REVOKED_TOKEN_TTL_MS', 0, 86_400_000),
+    webhookGoneTtlMs: int('WEBHOOK_GONE_TTL_MS', 0, 86_400_000),
+    forbiddenBackoffMs: int('FORBIDDEN_BACKOFF_MS', 0, 86_400_000),
+    maxHeldRequests: int('MAX_HELD_REQUESTS', 1, 10_000_000),
+    maxHeldPerIdentity: int('MAX_HELD_PER_IDENTITY', 1, 10_000_000),
+    maxHeaderBytes: int('MAX_HEADER_BYTES', 1024, 1_048_576),
+    headersTimeoutMs: int('HEADERS_TIMEOUT_MS', 100, 600_000),
+    keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 100, 3_600_000),
   };
   if (/[{}]/.test(config.redisKeyPrefix)) {
     problems.push('REDIS_KEY_PREFIX must not contain { or }: they would move the per-identity hash tag');

@@ -102,6 +102,37 @@ export const answers = {
       1000,
     ),
   badRequest: (message: string) => answer(400, 'bad_request', message, ProxyCode.BadRequest),
+  // Known to fail: the same bodies Discord sends for these, so clients treat them exactly as Discord's.
+  tokenRevoked: (waitMs: number) =>
+    answer(401, 'token_revoked', '401: Unauthorized', ProxyCode.Unauthorized, waitMs),
+  webhookDeleted: (waitMs: number) =>
+    answer(404, 'webhook_deleted', 'Unknown Webhook', ProxyCode.UnknownWebhook, waitMs),
+  forbidden: (waitMs: number) =>
+    answer(403, 'forbidden_backoff', 'Missing Permissions', ProxyCode.MissingPermissions, waitMs),
+  invalidBudget: (waitMs: number) =>
+    answer(
+      429,
+      'invalid_budget',
+      'This egress used its invalid-request budget (401/403/429 answers); the proxy sends nothing until it recovers.',
+      ProxyCode.InvalidBudget,
+      waitMs,
+    ),
+  overloaded: () =>
+    answer(
+      503,
+      'overloaded',
+      'The proxy holds as many requests as it may; retry shortly.',
+      ProxyCode.Overloaded,
+      1000,
+    ),
+  unauthorized: () =>
+    answer(
+      401,
+      'unauthorized',
+      'This proxy requires its access token (Proxy-Authorization).',
+      ProxyCode.Unauthorized,
+    ),
+  methodNotAllowed: () => answer(405, 'bad_request', 'Method not allowed.', ProxyCode.BadRequest),
   notFound: () =>
     answer(404, 'not_found', 'The proxy only forwards Discord API paths under /api/.', ProxyCode.NotFound),
 } as const;

@@ -8,6 +8,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import type { InvalidBudget } from './budget.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
 import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
@@ -24,6 +25,9 @@ export interface RelayContext {
   readonly log: Logger;
   readonly maxRetries: number;
   readonly cloudflareCooldownMs: number;
+  readonly budget: InvalidBudget;
+  /** How long requests known to fail are answered by the proxy itself, by kind. */
+  readonly marks: { readonly revokedMs: number; readonly goneMs: number; readonly forbiddenMs: number };
 }
 
 export interface Outgoing {
@@ -34,6 +38,10 @@ export interface Outgoing {
   readonly admit: AdmitInput;
   /** Route template, for metrics. */
   readonly template: string;
+  /** The request carries a token: a 401 means that token is revoked. */
+  readonly authorized: boolean;
+  /** A webhook route with a token: a 404 means the webhook is gone. */
+  readonly webhookWithToken: boolean;
   readonly signal: AbortSignal;
   /** performance.now() after which the request must not be held any longer. */
   readonly deadline: number;
@@ -66,6 +74,14 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
   let upstreamMs = 0;
   for (let attempt = 0; ; attempt++) {
     const canRetry = replayable && attempt < ctx.maxRetries;
+    if (ctx.budget.exhausted) {
+      return {
+        kind: 'generated',
+        answer: answers.invalidBudget(ctx.budget.retryAfterMs),
+        holdMs,
+        upstreamMs,
+      };
+    }
     const heldAt = performance.now();
     let admission: Admission;
     try {
@@ -78,6 +94,8 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
       holdMs += performance.now() - heldAt;
       if (!(error instanceof HoldError)) throw error;
       if (error.reason === 'aborted') return { kind: 'aborted', holdMs, upstreamMs };
+      if (error.reason === 'known_bad')
+        ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
       return { kind: 'generated', answer: holdAnswer(error), holdMs, upstreamMs };
     }
     const sentAt = performance.now();
@@ -118,6 +136,7 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
 
     if (status !== 429) {
       learn(ctx, out.admit, admission, bucketFacts(rl, status));
+      if (status === 401 || status === 403 || status === 404) knownBad(ctx, out, status);
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
         await response.body.dump().catch(() => undefined);
@@ -134,6 +153,8 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
     const kind = classifyResponse(status, rl, contentType, json);
     const waitMs = retryAfterMs(rl, json);
     ctx.metrics.upstream429.inc({ scope: kind === 'route' ? 'user' : (kind as Exclude<ResponseKind, 'ok'>) });
+    // Discord does not count shared-scope 429s against the IP (discord-ratelimits.md §4).
+    if (kind !== 'shared') void ctx.budget.record(1);
     if (kind === 'cloudflare') {
       learn(ctx, out.admit, admission, {});
       const pausedMs = await ctx.store.pauseAll(waitMs ?? ctx.cloudflareCooldownMs);
@@ -212,8 +233,34 @@ function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts
     );
 }
 
+/**
+ * Remembers answers that will repeat: a 401 for a token, a 404 for a webhook, a 403 for a route on a resource.
+ * Each counts against the invalid-request budget, and the same request sent again would too.
+ */
+function knownBad(ctx: RelayContext, out: Outgoing, status: 401 | 403 | 404): void {
+  const at = { identity: out.admit.identity, routeKey: out.admit.routeKey, major: out.admit.major };
+  let marked: Promise<void> | undefined;
+  if (status === 401) {
+    void ctx.budget.record(1);
+    if (out.authorized && ctx.marks.revokedMs > 0)
+      marked = ctx.store.mark(at, 'revoked', ctx.marks.revokedMs);
+  } else if (status === 403) {
+    void ctx.budget.record(1);
+    if (ctx.marks.forbiddenMs > 0) marked = ctx.store.mark(at, 'forbidden', ctx.marks.forbiddenMs);
+  } else if (out.webhookWithToken && ctx.marks.goneMs > 0) {
+    marked = ctx.store.mark(at, 'gone', ctx.marks.goneMs);
+  }
+  marked?.catch((error: unknown) => ctx.log.warn({ err: error }, 'could not record a known-bad answer'));
+}
+
 function holdAnswer(error: HoldError): ProxyAnswer {
   switch (error.reason) {
+    case 'known_bad':
+      if (error.waitReason === 'revoked') return answers.tokenRevoked(error.retryAfterMs);
+      if (error.waitReason === 'gone') return answers.webhookDeleted(error.retryAfterMs);
+      return answers.forbidden(error.retryAfterMs);
+    case 'overloaded':
+      return answers.overloaded();
     case 'cloudflare':
       return answers.cloudflare(error.retryAfterMs);
     case 'store_error':

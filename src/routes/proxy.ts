@@ -13,6 +13,7 @@ import type { Identity } from '../discord/types.js';
 import { answers, type ProxyAnswer } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { type Outgoing, type RelayContext, relay } from '../relay.js';
+import { ALLOWED_METHODS, checkTarget, type TargetProblem } from '../security.js';
 
 export interface ProxyRouteOptions {
   readonly relay: RelayContext;
@@ -25,6 +26,8 @@ export interface ProxyRouteOptions {
   readonly maxHoldMs: number;
   readonly bodyLimitBytes: number;
   readonly retryBodyLimitBytes: number;
+  /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
+  readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
 }
 
 /** A client may ask to be held for less than the configured maximum (never more). */
@@ -61,10 +64,16 @@ export function registerProxy(app: FastifyInstance, opts: ProxyRouteOptions): vo
   app.all('/api/*', (request, reply) => handle(opts, request, reply));
   app.setNotFoundHandler((request, reply) => {
     reply.hijack();
-    writeAnswer(reply.raw, answers.notFound());
-    opts.metrics.generated.inc({ reason: 'not_found' });
-    void request;
+    const problem = checkTarget(request.raw.url ?? '');
+    const answer = problem && problem !== 'not-api' ? targetAnswer(problem) : answers.notFound();
+    finish(opts, reply.raw, request.raw.method ?? '-', '-', performance.now(), answer);
   });
+}
+
+function targetAnswer(problem: TargetProblem): ProxyAnswer {
+  return problem === 'not-api'
+    ? answers.notFound()
+    : answers.badRequest(`Refused request target (${problem}).`);
 }
 
 async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -74,6 +83,14 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
   const res = reply.raw;
   const method = req.method ?? 'GET';
   const url = req.url ?? '/';
+  // Nothing but Discord's methods, paths under /api/ and unambiguous targets ever reaches UPSTREAM_URL.
+  if (!ALLOWED_METHODS.has(method))
+    return finish(opts, res, method, '-', startedAt, answers.methodNotAllowed());
+  const problem = checkTarget(url);
+  if (problem) return finish(opts, res, method, '-', startedAt, targetAnswer(problem));
+  if (opts.proxyAuth && !opts.proxyAuth(headerString(req.headers['proxy-authorization']))) {
+    return finish(opts, res, method, '-', startedAt, answers.unauthorized());
+  }
   const queryAt = url.indexOf('?');
   const path = normalizeApiPath(queryAt === -1 ? url : url.slice(0, queryAt));
   if (path === null) return finish(opts, res, method, '-', startedAt, answers.notFound());
@@ -117,6 +134,8 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
     headers: forwardHeaders(req.rawHeaders),
     body,
     template: route.template,
+    authorized: identity.kind !== 'none',
+    webhookWithToken: route.webhookWithToken,
     signal: controller.signal,
     deadline: startedAt + maxHold,
     admit: {
