@@ -20,6 +20,8 @@ export interface CreatedStore {
 
 // A dead Redis must fail a call fast instead of queueing it: the failover decides locally in the meantime.
 const CLIENT_OPTIONS: RedisOptions = {
+  // Admits issued in the same tick go out in one write: fewer syscalls per request under load.
+  enableAutoPipelining: true,
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,
   commandTimeout: 500,

@@ -12,6 +12,7 @@ import {
   type LearnInput,
   type LimiterStore,
   type MarkScope,
+  PROBE_POLL_MS,
   type StoreOptions,
 } from './types.js';
 
@@ -77,7 +78,7 @@ export class MemoryStore implements LimiterStore {
     let state: BucketState | undefined;
     if (bucket !== null) {
       state = this.buckets.get(bucket) ?? emptyBucket();
-      const wait = checkBucket(state, now);
+      const wait = checkBucket(state, now) ?? this.probeBeforeHash(input, hash, state, now);
       if (wait) return wait;
     }
     if (input.globalLimit > 0) {
@@ -97,6 +98,18 @@ export class MemoryStore implements LimiterStore {
       this.buckets.set(bucket, state);
     }
     return { ok: true, bucket, probe };
+  }
+
+  /**
+   * A bucket whose hash is known (another major parameter taught it) but that has no state here yet would send
+   * a probe; if this major parameter's probe from before the hash was known is still out, that one answers
+   * first, or two requests would find out the same limits at once.
+   */
+  private probeBeforeHash(input: AdmitInput, hash: string | undefined, state: BucketState, now: number) {
+    if (hash === undefined || state.limit !== undefined) return null;
+    const early = this.buckets.get(`${input.identity}|unk:${input.routeKey}|${input.major}`);
+    if (!early || early.probeUntil <= now) return null;
+    return { ok: false, reason: 'probe', waitMs: Math.min(PROBE_POLL_MS, early.probeUntil - now) } as const;
   }
 
   async learn(input: LearnInput): Promise<void> {

@@ -76,6 +76,8 @@ export class Scheduler {
   private readonly gates = new Map<string, Gate>();
   private heldCount = 0;
   private readonly heldBy = new Map<string, number>();
+  /** Fast-path asks in flight, per queue key. */
+  private readonly asking = new Map<string, number>();
   private closing = false;
 
   constructor(
@@ -92,6 +94,36 @@ export class Scheduler {
    * goes away, or everything is paused by a Cloudflare ban. `front` puts a retried request ahead of newer ones.
    */
   acquire(
+    input: AdmitInput,
+    opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {},
+  ): Promise<Admission> {
+    if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
+    // Fast path: with nobody of its queue waiting, a request asks the store at once, without a ticket or a
+    // timer, and only joins (or starts) the queue when it has to wait. A few such asks may be in flight per
+    // queue, so a busy route is not serialised behind one round trip; a burst beyond that queues at once, so
+    // it costs the store a few calls and not one per request.
+    const key = queueKey(input);
+    const asking = this.asking.get(key) ?? 0;
+    if (opts.front || asking >= FAST_ASKS || this.queues.has(key)) return this.enqueue(input, opts);
+    this.asking.set(key, asking + 1);
+    const done = () => {
+      const left = (this.asking.get(key) ?? 1) - 1;
+      if (left > 0) this.asking.set(key, left);
+      else this.asking.delete(key);
+    };
+    return this.store.admit(input).then(
+      (result) => {
+        done();
+        return result.ok ? result : this.enqueue(input, opts);
+      },
+      () => {
+        done();
+        return this.enqueue(input, opts);
+      },
+    );
+  }
+
+  private enqueue(
     input: AdmitInput,
     opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {},
   ): Promise<Admission> {
@@ -116,7 +148,7 @@ export class Scheduler {
           if (this.finish(ticket)) reject(error);
         },
       };
-      const key = `${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`;
+      const key = queueKey(input);
       let queue = this.queues.get(key);
       if (!queue) {
         queue = {
@@ -149,7 +181,7 @@ export class Scheduler {
 
   /** A response for this queue's route arrived: its head may be able to go now instead of at its timer. */
   wake(input: AdmitInput): void {
-    const queue = this.queues.get(`${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`);
+    const queue = this.queues.get(queueKey(input));
     if (!queue || queue.running || queue.gated) return;
     if (queue.timer) {
       clearTimeout(queue.timer);
@@ -297,4 +329,11 @@ export class Scheduler {
     gate.active = true;
     void this.pump(next);
   }
+}
+
+/** Fast-path asks allowed in flight per queue before newcomers queue behind them. */
+const FAST_ASKS = 8;
+
+function queueKey(input: AdmitInput): string {
+  return `${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`;
 }

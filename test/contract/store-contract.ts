@@ -291,5 +291,26 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       expect(await store.countInvalid(2)).toBe(before + 5);
       expect(await store.countInvalid(0)).toBe(before + 5);
     });
+
+    it('keeps one probe per major parameter while another major parameter teaches the hash', async () => {
+      const a = input({ major: 'c:1' });
+      const b = input({ identity: a.identity, major: 'c:2' });
+      const probeA = await store.admit(a);
+      const probeB = await store.admit(b);
+      expect(probeA).toMatchObject({ ok: true, probe: true });
+      expect(probeB).toMatchObject({ ok: true, probe: true });
+      if (!probeA.ok) throw new Error('unreachable');
+      await store.learn({
+        ...at(a),
+        bucket: probeA.bucket,
+        probe: true,
+        hash: 'h',
+        limit: 1,
+        remaining: 0,
+        resetAfterMs: 5000,
+      });
+      // c:2's own probe is still out: a second request there waits for it instead of probing again.
+      expect(await store.admit(b)).toMatchObject({ ok: false, reason: 'probe' });
+    });
   });
 }

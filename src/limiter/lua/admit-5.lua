@@ -71,6 +71,12 @@ if hash ~= '' then
   if s.b > now then return {0, 3, math.ceil(s.b - now)} end
   if s.l == nil then
     if s.p > now then return {0, 2, math.ceil(math.min(probePoll, s.p - now))} end
+    -- The hash is known (another major parameter taught it) but this bucket has no state yet: if this major
+    -- parameter's probe from before the hash was known is still out, it answers first (memory.ts probeBeforeHash).
+    if string.sub(hash, 1, 4) ~= 'unk:' then
+      local early = tonumber(redis.call('HGET', ARGV[1] .. 'unk:' .. ARGV[2] .. '|' .. ARGV[3], 'p'))
+      if early and early > now then return {0, 2, math.ceil(math.min(probePoll, early - now))} end
+    end
   elseif s.r <= 0 then
     if not s.f then
       if now < s.t then return {0, 1, math.ceil(s.t - now)} end
