@@ -82,6 +82,9 @@ export function learnBucket(s: BucketState, facts: BucketFacts, now: number, mar
     return;
   }
   s.limit = limit;
+  // An answer that left Discord after its window had ended (latency longer than the window's rest) says
+  // "resets in 0": it describes no window still running, least of all a new one.
+  if (resetAfterMs <= SAME_WINDOW_TOLERANCE_MS) return;
   if (reset > s.resetAt + SAME_WINDOW_TOLERANCE_MS) {
     // A window that ends later than the one we knew: the first answer after a local reset, or a request that
     // reached Discord just after its reset.

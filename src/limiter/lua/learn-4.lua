@@ -72,7 +72,9 @@ if limit and remaining and resetAfter then
   local tolerance = tonumber(ARGV[11])
   if s.l == nil then
     s.l, s.r, s.t, s.f, s.p = limit, remaining, reset, false, 0
-  else
+  elseif resetAfter > tolerance then
+    -- (An answer that left Discord after its window had ended says "resets in 0": it describes no window still
+    -- running, least of all a new one; bucket-rules.ts learnBucket.)
     s.l = limit
     if reset > s.t + tolerance then
       -- A window that ends later than the one we knew: the first answer after a local reset, or a request that
@@ -82,6 +84,8 @@ if limit and remaining and resetAfter then
       s.r, s.t = math.min(s.r, remaining), math.max(s.t, reset)
     end
     -- Otherwise the answer belongs to a window that is already over: it says nothing about the current one.
+  else
+    s.l = limit
   end
 end
 
