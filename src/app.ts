@@ -2,7 +2,14 @@
  * Wires the parts into two Fastify instances (public and admin) without opening sockets or reading the
  * environment, so tests build exactly what production runs and listen where they like.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -16,12 +23,12 @@ import type { Config } from './config.js';
 import { classify, normalizeApiPath } from './discord/classify.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
 import type { Identity } from './discord/types.js';
-import { answers } from './errors.js';
+import { answers, type ProxyAnswer } from './errors.js';
 import { Scheduler } from './limiter/scheduler.js';
 import type { LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 import { registerAdmin } from './routes/admin.js';
-import { registerProxy } from './routes/proxy.js';
+import { registerProxy, writeAnswer } from './routes/proxy.js';
 import { createProxyAuth } from './security.js';
 import type { Upstream } from './upstream.js';
 
@@ -114,6 +121,18 @@ class Drain {
   }
 }
 
+/** An answer written straight to a socket that has no usable HTTP response (the parser gave up on it). */
+function rawAnswer(answer: ProxyAnswer): string {
+  const payload = JSON.stringify(answer.body);
+  const headers = Object.entries(answer.headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  return (
+    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}\r\n${headers}` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\nconnection: close\r\n\r\n${payload}`
+  );
+}
+
 function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
@@ -153,26 +172,86 @@ export function buildApp(deps: AppDeps): App {
       },
     },
   ) as unknown as FastifyBaseLogger;
+  // Keep-alive sockets from bot workers are long-lived; a slow client must not hold one forever. Node counts this
+  // until the whole request has arrived, and a large upload only streams once it leaves the hold.
+  const requestTimeoutMs = Math.max(
+    config.maxHoldMs + config.upstreamTimeoutMs + 5000,
+    config.headersTimeoutMs,
+  );
   const proxy = Fastify({
-    // Slow or oversized headers are a cheap way to hold sockets: Node drops them before Fastify sees them.
+    // Slow or oversized headers are a cheap way to hold sockets: Node drops them before Fastify sees them. With a
+    // serverFactory Fastify applies none of its own timeouts, so they are all set here. Node only looks for
+    // expired requests every connectionsCheckingInterval (30 s by default), which would stretch a 10 s headers
+    // timeout to 40 s.
     serverFactory: (handler) => {
       const server = createServer(
-        { maxHeaderSize: config.maxHeaderBytes, headersTimeout: config.headersTimeoutMs },
+        {
+          maxHeaderSize: config.maxHeaderBytes,
+          headersTimeout: config.headersTimeoutMs,
+          requestTimeout: requestTimeoutMs,
+          connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(config.headersTimeoutMs / 4))),
+          // Host is refused in onRequest below, with an answer in Discord's shape instead of Node's bare 400.
+          requireHostHeader: false,
+        },
         handler,
       );
       server.keepAliveTimeout = config.keepAliveTimeoutMs;
+      // Node's own answer to an unknown Expect is a bare 417; give it the same shape as every other refusal.
+      server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+        generatedEarly(req.method, req.url, answers.expectationFailed());
+        res.shouldKeepAlive = false;
+        writeAnswer(res, answers.expectationFailed());
+      });
       return server;
+    },
+    // What Node's HTTP parser refuses (malformed request lines and headers, oversized or slow headers) never
+    // reaches a route: answer it in Discord's error shape too, then close the connection.
+    clientErrorHandler: (error: Error & { code?: string }, socket: Socket) => {
+      if (error.code === 'ECONNRESET' || socket.destroyed) return;
+      // A request whose answer is still due owns the socket: anything written now would be read as that answer
+      // (a pipelined request after a complete one broke the parser). The connection just closes then.
+      const pending = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      const owned = pending && (pending.headersSent || pending.req?.complete === true);
+      if (socket.writable && !owned) {
+        const answer =
+          error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? answers.requestTimeout()
+            : error.code === 'HPE_HEADER_OVERFLOW'
+              ? answers.headersTooLarge()
+              : answers.malformed();
+        generatedEarly(undefined, undefined, answer);
+        socket.write(rawAnswer(answer));
+      }
+      socket.destroy(error);
+    },
+    // Targets the router cannot even decode (bad percent-encoding) get the proxy's 400, not Fastify's.
+    frameworkErrors: (error, request, reply) => {
+      const answer = answers.badRequest(
+        error.code === 'FST_ERR_BAD_URL'
+          ? 'Refused request target (bad-encoding).'
+          : 'Refused request target.',
+      );
+      generatedEarly(request.raw.method, undefined, answer);
+      reply.hijack();
+      writeAnswer(reply.raw, answer);
     },
     loggerInstance: fastifyLog,
     // The proxy logs one line per request itself, with what matters here (hold and upstream time).
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
-    // Keep-alive sockets from bot workers are long-lived; a slow client must not hold one forever.
-    requestTimeout: config.maxHoldMs + config.upstreamTimeoutMs + 5000,
     // Requests that still arrive on an open socket while draining get the proxy's own 503 (onRequest below),
     // which client libraries tell apart by its header, instead of Fastify's generic one.
     return503OnClosing: false,
   });
+  /** Counts an answer made before any route ran (the target is unknown or unparsable: no route label). */
+  function generatedEarly(method: string | undefined, url: string | undefined, answer: ProxyAnswer): void {
+    metrics.generated.inc({ reason: answer.reason });
+    metrics.requests.inc({
+      method: method ?? '-',
+      route: url === undefined ? '-' : routeOf(method, url),
+      status: String(answer.status),
+    });
+  }
   const drain = new Drain(proxy.server);
   const refuse = (request: FastifyRequest, reply: FastifyReply): void => {
     const answer = answers.shuttingDown();
@@ -192,6 +271,24 @@ export function buildApp(deps: AppDeps): App {
   proxy.addHook('onRequest', (request, reply, done) => {
     drain.track(request.raw, reply.raw);
     if (shuttingDown) return refuse(request, reply);
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (Host itself is never forwarded). Node's
+    // parser takes a request line without a version for HTTP/0.9, which no Discord client speaks.
+    const version = request.raw.httpVersion;
+    const problem =
+      version !== '1.1' && version !== '1.0'
+        ? 'Unsupported HTTP version.'
+        : version === '1.1' && request.raw.headers.host === undefined
+          ? 'Missing Host header.'
+          : undefined;
+    if (problem) {
+      const answer = answers.badRequest(problem);
+      generatedEarly(request.raw.method, request.raw.url, answer);
+      reply
+        .code(answer.status)
+        .headers({ ...answer.headers, connection: 'close', 'content-type': 'application/json' })
+        .send(JSON.stringify(answer.body));
+      return;
+    }
     done();
   });
   registerProxy(proxy, {

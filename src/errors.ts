@@ -51,6 +51,23 @@ export function answer(
   return { status, reason, body, headers };
 }
 
+/**
+ * A 401, 403 or 404 the proxy repeats for Discord: exactly Discord's body (no `retry_after`, which Discord never
+ * puts there and which would read as "retry then"), and `Retry-After` only as a header, saying when the proxy
+ * will ask Discord again.
+ */
+function knownBad(
+  status: number,
+  reason: GeneratedReason,
+  message: string,
+  code: number,
+  waitMs: number,
+): ProxyAnswer {
+  const plain = answer(status, reason, message, code);
+  const seconds = Math.max(0.001, waitMs / 1000);
+  return { ...plain, headers: { ...plain.headers, 'retry-after': String(Math.ceil(seconds)) } };
+}
+
 export const answers = {
   holdTimeout: (waitMs: number) =>
     answer(
@@ -104,11 +121,11 @@ export const answers = {
   badRequest: (message: string) => answer(400, 'bad_request', message, ProxyCode.BadRequest),
   // Known to fail: the same bodies Discord sends for these, so clients treat them exactly as Discord's.
   tokenRevoked: (waitMs: number) =>
-    answer(401, 'token_revoked', '401: Unauthorized', ProxyCode.Unauthorized, waitMs),
+    knownBad(401, 'token_revoked', '401: Unauthorized', ProxyCode.Unauthorized, waitMs),
   webhookDeleted: (waitMs: number) =>
-    answer(404, 'webhook_deleted', 'Unknown Webhook', ProxyCode.UnknownWebhook, waitMs),
+    knownBad(404, 'webhook_deleted', 'Unknown Webhook', ProxyCode.UnknownWebhook, waitMs),
   forbidden: (waitMs: number) =>
-    answer(403, 'forbidden_backoff', 'Missing Permissions', ProxyCode.MissingPermissions, waitMs),
+    knownBad(403, 'forbidden_backoff', 'Missing Permissions', ProxyCode.MissingPermissions, waitMs),
   invalidBudget: (waitMs: number) =>
     answer(
       429,
@@ -132,6 +149,14 @@ export const answers = {
       'This proxy requires its access token (Proxy-Authorization).',
       ProxyCode.Unauthorized,
     ),
+  // Requests Node's HTTP parser refuses before any route runs (see clientErrorHandler in app.ts).
+  malformed: () => answer(400, 'bad_request', 'Malformed HTTP request.', ProxyCode.BadRequest),
+  headersTooLarge: () =>
+    answer(431, 'bad_request', 'Request headers too large (MAX_HEADER_BYTES).', ProxyCode.BadRequest),
+  requestTimeout: () =>
+    answer(408, 'bad_request', 'The request did not arrive in time.', ProxyCode.BadRequest),
+  expectationFailed: () =>
+    answer(417, 'bad_request', 'Only "Expect: 100-continue" is supported.', ProxyCode.BadRequest),
   methodNotAllowed: () => answer(405, 'bad_request', 'Method not allowed.', ProxyCode.BadRequest),
   notFound: () =>
     answer(404, 'not_found', 'The proxy only forwards Discord API paths under /api/.', ProxyCode.NotFound),

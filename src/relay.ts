@@ -74,14 +74,7 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
   let upstreamMs = 0;
   for (let attempt = 0; ; attempt++) {
     const canRetry = replayable && attempt < ctx.maxRetries;
-    if (ctx.budget.exhausted) {
-      return {
-        kind: 'generated',
-        answer: answers.invalidBudget(ctx.budget.retryAfterMs),
-        holdMs,
-        upstreamMs,
-      };
-    }
+    if (ctx.budget.exhausted) return overBudget(ctx, holdMs, upstreamMs);
     const heldAt = performance.now();
     let admission: Admission;
     try {
@@ -101,6 +94,11 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
     const sentAt = performance.now();
     holdMs += sentAt - heldAt;
     ctx.metrics.hold.observe({ route: out.template }, (sentAt - heldAt) / 1000);
+    // Held requests were checked when they arrived; the budget may have filled while they waited.
+    if (ctx.budget.exhausted) {
+      learn(ctx, out.admit, admission, {});
+      return overBudget(ctx, holdMs, upstreamMs);
+    }
 
     let response: Awaited<ReturnType<Upstream['send']>>;
     try {
@@ -171,6 +169,10 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
   }
 }
 
+function overBudget(ctx: RelayContext, holdMs: number, upstreamMs: number): RelayOutcome {
+  return { kind: 'generated', answer: answers.invalidBudget(ctx.budget.retryAfterMs), holdMs, upstreamMs };
+}
+
 /** Applies a 429 to the shared state so that no other request runs into it. */
 async function on429(
   ctx: RelayContext,
@@ -218,19 +220,36 @@ function bucketFacts(rl: RateLimitHeaders, status: number): Facts {
 
 /** Learning never delays the answer; waiters of the same queue are woken as soon as it has landed. */
 function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts: Facts): void {
-  ctx.store
-    .learn({
-      ...facts,
-      identity: admit.identity,
-      routeKey: admit.routeKey,
-      major: admit.major,
-      bucket: admission.bucket,
-      probe: admission.probe,
-    })
-    .then(
-      () => ctx.scheduler.wake(admit),
-      (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
-    );
+  // A route already known to be unbucketed that answered without rate-limit facts teaches nothing: skipping it
+  // saves a store call (a Redis round trip) on every such request.
+  if (
+    admission.bucket === null &&
+    !admission.probe &&
+    facts.hash === undefined &&
+    facts.limit === undefined &&
+    facts.blockMs === undefined &&
+    facts.sublimitDelay === undefined
+  ) {
+    return;
+  }
+  const input: LearnInput = {
+    identity: admit.identity,
+    routeKey: admit.routeKey,
+    major: admit.major,
+    bucket: admission.bucket,
+    probe: admission.probe,
+    hash: facts.hash,
+    limit: facts.limit,
+    remaining: facts.remaining,
+    resetAfterMs: facts.resetAfterMs,
+    unbucketed: facts.unbucketed ?? false,
+    blockMs: facts.blockMs,
+    sublimitDelay: facts.sublimitDelay,
+  };
+  ctx.store.learn(input).then(
+    () => ctx.scheduler.wake(admit),
+    (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
+  );
 }
 
 /**

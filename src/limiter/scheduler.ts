@@ -40,6 +40,7 @@ interface Ticket {
   timer?: NodeJS.Timeout | undefined;
   onAbort?: (() => void) | undefined;
   signal?: AbortSignal | undefined;
+  queue?: Queue | undefined;
 }
 
 interface Queue {
@@ -47,6 +48,8 @@ interface Queue {
   readonly identity: string;
   readonly items: Ticket[];
   head: number;
+  /** Tickets that ended while queued (aborted, timed out) since the last sweep; some may still be in items. */
+  dead: number;
   running: boolean;
   timer?: NodeJS.Timeout | undefined;
   /** Currently parked in its identity's gate. */
@@ -145,7 +148,9 @@ export class Scheduler {
           if (this.finish(ticket)) resolve(admission);
         },
         reject: (error) => {
-          if (this.finish(ticket)) reject(error);
+          if (!this.finish(ticket)) return;
+          reject(error);
+          if (ticket.queue) this.sweep(ticket.queue);
         },
       };
       const key = queueKey(input);
@@ -156,12 +161,14 @@ export class Scheduler {
           identity: input.identity,
           items: [],
           head: 0,
+          dead: 0,
           running: false,
           gated: false,
           woken: false,
         };
         this.queues.set(key, queue);
       }
+      ticket.queue = queue;
       if (opts.front) queue.items.splice(queue.head, 0, ticket);
       else queue.items.push(ticket);
       this.heldCount += 1;
@@ -221,6 +228,27 @@ export class Scheduler {
       queue.head += 1;
     }
     return undefined;
+  }
+
+  /**
+   * Drops ended tickets from a waiting queue. Without this, requests aborted or timed out behind a long reset stay
+   * in the queue (with everything their closures hold, several KB each) until the head moves past them: hold/abort
+   * cycles on an exhausted bucket grow memory until its reset, beyond any cap on held requests. A sweep runs once
+   * the ended tickets are at least half of what the queue holds, so a queue never keeps more ended tickets than
+   * live ones (+1), and each ended ticket pays for its own removal: amortised O(1).
+   */
+  private sweep(queue: Queue): void {
+    queue.dead += 1;
+    // close() walks the items by index while rejecting them: leave them in place then.
+    if (this.closing || queue.dead * 2 < queue.items.length - queue.head) return;
+    let kept = 0;
+    for (let i = queue.head; i < queue.items.length; i++) {
+      const ticket = queue.items[i]!;
+      if (!ticket.done) queue.items[kept++] = ticket;
+    }
+    queue.items.length = kept;
+    queue.head = 0;
+    queue.dead = 0;
   }
 
   private compact(queue: Queue): void {

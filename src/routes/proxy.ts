@@ -5,7 +5,7 @@
  * arrived and answers are written as the bytes Discord sent, without Fastify's serialisation in between.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
@@ -157,14 +157,29 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
   }
   res.writeHead(outcome.status, responseHeaders(outcome.headers));
   const done = () => logAndCount(opts, method, route.template, outcome.status, startedAt, outcome);
-  if (Buffer.isBuffer(outcome.body)) {
-    res.end(outcome.body, done);
-  } else {
-    pipeline(outcome.body, res, (error) => {
-      if (error) opts.log.debug({ err: error, route: route.template }, 'response stream ended early');
-      done();
-    });
-  }
+  if (Buffer.isBuffer(outcome.body)) res.end(outcome.body, done);
+  else relayBody(outcome.body, res, done, opts.log);
+}
+
+/**
+ * Streams Discord's body to the client. stream.pipeline() would do it, but it builds and aborts an
+ * AbortController per call, a measurable share of the proxy's CPU on small answers.
+ */
+function relayBody(body: Readable, res: ServerResponse, done: () => void, log: Logger): void {
+  let settled = false;
+  const settle = (error?: Error) => {
+    if (settled) return;
+    settled = true;
+    if (error) {
+      log.debug({ err: error.message }, 'response stream ended early');
+      body.destroy();
+      res.destroy();
+    }
+    done();
+  };
+  body.once('error', settle);
+  res.once('close', () => settle(res.writableFinished ? undefined : new Error('client went away')));
+  body.pipe(res);
 }
 
 function finish(
