@@ -334,6 +334,7 @@ export function buildApp(deps: AppDeps): App {
       if (pause < 0) return 'shared state unreachable';
       metrics.cloudflareCooldown.set(pause > 0 ? 1 : 0);
       if (pause > 0) return `Cloudflare cool-down for ${Math.ceil(pause / 1000)} s`;
+      if (budget.exhausted) return 'invalid-request budget used up: refusing to send until it recovers';
       return null;
     },
   });

@@ -128,7 +128,9 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
             : answers.upstreamUnreachable();
       return { kind: 'generated', answer, holdMs, upstreamMs };
     }
-    upstreamMs += performance.now() - sentAt;
+    const upstreamTime = performance.now() - sentAt;
+    upstreamMs += upstreamTime;
+    ctx.metrics.upstreamDuration.observe({ route: out.template }, upstreamTime / 1000);
     const status = response.statusCode;
     const rl = parseRateLimitHeaders(response.headers);
 

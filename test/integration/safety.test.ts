@@ -260,6 +260,10 @@ describe('the invalid-request budget', () => {
     expect(
       await metric(e.proxy.adminUrl, 'discord_proxy_generated_responses_total', 'reason="invalid_budget"'),
     ).toBe(4);
+    // The replica says so to its load balancer and to Prometheus.
+    const ready = await request(`${e.proxy.adminUrl}/readyz`);
+    expect(ready.statusCode).toBe(503);
+    expect(await ready.body.text()).toContain('invalid-request budget');
   });
 
   it('checks the budget again when a held request is released, not only when it arrived', async () => {
