@@ -4,31 +4,13 @@
  */
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { expectGenerated } from '../helpers/assertions.js';
 import { BOT_A, clientFor, startEnv, type TestEnv } from '../helpers/env.js';
 import { type RunningProxy, startProxy } from '../helpers/proxy.js';
 import { freePort } from '../helpers/redis-server.js';
 
 const id = (i: number) => String(100000000000000000n + BigInt(i));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface DiscordError {
-  message: string;
-  code: number;
-  retry_after?: number;
-}
-
-function expectGenerated(
-  res: { status: number; headers: Record<string, unknown>; json(): unknown },
-  status: number,
-) {
-  expect(res.status).toBe(status);
-  expect(res.headers['x-proxy-generated']).toBe('true');
-  expect(res.headers['content-type']).toMatch(/^application\/json/);
-  const body = res.json() as DiscordError;
-  expect(typeof body.message).toBe('string');
-  expect(typeof body.code).toBe('number');
-  return body;
-}
 
 describe('upstream failures', () => {
   let env: TestEnv;

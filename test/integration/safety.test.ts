@@ -6,28 +6,13 @@
  */
 import { request } from 'undici';
 import { afterEach, describe, expect, inject, it } from 'vitest';
+import { expectGenerated } from '../helpers/assertions.js';
 import { BOT_A, BOT_B, type CallResult, clientFor, startEnv, type TestEnv } from '../helpers/env.js';
 import { type RunningProxy, startProxy } from '../helpers/proxy.js';
 
 const id = (i: number) => String(300000000000000000n + BigInt(i));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let prefixSeq = 0;
-
-interface DiscordError {
-  message: string;
-  code: number;
-  retry_after?: number;
-}
-
-function expectGenerated(res: CallResult, status: number): DiscordError {
-  expect(res.status).toBe(status);
-  expect(res.headers['x-proxy-generated']).toBe('true');
-  expect(res.headers['content-type']).toMatch(/^application\/json/);
-  const body = res.json() as DiscordError;
-  expect(typeof body.message).toBe('string');
-  expect(typeof body.code).toBe('number');
-  return body;
-}
 
 function expectFromDiscord(res: CallResult, status: number): void {
   expect(res.status).toBe(status);
