@@ -5,7 +5,7 @@
  * arrived and answers are written as the bytes Discord sent, without Fastify's serialisation in between.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
@@ -112,12 +112,15 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
     );
   }
 
-  let body: Buffer | IncomingMessage | null | undefined = null;
+  let body: Buffer | Readable | null | undefined = null;
+  let limited: ReturnType<typeof limitBody> | undefined;
   if (declared !== undefined && declared > 0) {
     // Small bodies are kept so that a 429 can be retried for the client; large uploads stream through once.
     body = declared <= opts.retryBodyLimitBytes ? await readBody(req, declared) : req;
   } else if (req.headers['transfer-encoding'] !== undefined) {
-    body = req;
+    // A chunked body declares no length: count it as it streams, and stop it at BODY_LIMIT_BYTES.
+    limited = limitBody(req, opts.bodyLimitBytes);
+    body = limited.stream;
   }
   if (body === undefined) return; // the client went away while sending its body
 
@@ -148,6 +151,10 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
   };
 
   const outcome = await relay(opts.relay, out);
+  if (limited?.exceeded) {
+    const answer = answers.badRequest('Request body too large.');
+    return finish(opts, res, method, route.template, startedAt, answer, 413, outcome);
+  }
   if (outcome.kind === 'aborted') {
     opts.log.debug({ route: route.template }, 'client went away');
     return;
@@ -270,6 +277,28 @@ function responseHeaders(
 
 function headerString(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+/** Passes a body through while counting it; past `limit` bytes the stream fails and `exceeded` is set. */
+function limitBody(req: IncomingMessage, limit: number): { stream: Readable; readonly exceeded: boolean } {
+  let seen = 0;
+  const state = { exceeded: false, stream: undefined as unknown as Readable };
+  state.stream = req.pipe(
+    new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        seen += chunk.length;
+        if (seen > limit) {
+          state.exceeded = true;
+          req.unpipe();
+          req.resume();
+          return callback(new Error('request body too large'));
+        }
+        callback(null, chunk);
+      },
+    }),
+  );
+  req.once('error', (error) => state.stream.destroy(error));
+  return state;
 }
 
 /** Reads a body of known length; resolves undefined if the client disconnects before sending all of it. */
