@@ -84,7 +84,7 @@ export class MemoryStore implements LimiterStore {
     if (input.globalLimit > 0) {
       const global = this.globalFor(input.identity, input.globalLimit, now);
       const oldest = global.times[global.next]!;
-      const windowMs = GLOBAL_WINDOW_MS + this.options.globalWindowMarginMs;
+      const windowMs = GLOBAL_WINDOW_MS + this.options.globalWindowMarginMs + (input.windowPadMs ?? 0);
       if (oldest > 0 && now - oldest < windowMs)
         return { ok: false, reason: 'global', waitMs: oldest + windowMs - now };
       global.times[global.next] = now;

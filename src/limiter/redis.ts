@@ -165,7 +165,7 @@ export class RedisStore implements LimiterStore {
       input.routeKey,
       input.major,
       input.globalLimit,
-      this.windowMs,
+      this.windowMs + (input.windowPadMs ?? 0),
       this.options.probeTimeoutMs,
       this.keyTtlMs,
       PROBE_POLL_MS,

@@ -18,6 +18,11 @@ export interface AdmitInput {
   readonly globalLimit: number;
   /** Scopes sublimit delays: only requests with the same tag wait behind a sublimit 429. */
   readonly sublimit: string;
+  /**
+   * Extra global window length for this decision, ms: while this replica is opening connections to Discord,
+   * requests it admitted may arrive late by a connection's setup time, so later ones keep that much more apart.
+   */
+  readonly windowPadMs?: number;
 }
 
 export type WaitReason =

@@ -26,6 +26,8 @@ export interface ProxyRouteOptions {
   readonly maxHoldMs: number;
   readonly bodyLimitBytes: number;
   readonly retryBodyLimitBytes: number;
+  /** Extra global window length while the upstream pool opens connections (see connect-watch.ts). */
+  readonly windowPad: () => number;
   /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
   readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
 }
@@ -147,6 +149,7 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
       major: route.major,
       globalLimit: route.exempt ? 0 : opts.globalLimitFor(identity),
       sublimit: sublimitTag(route.routeKey, Buffer.isBuffer(body) ? body : undefined, contentType),
+      windowPadMs: opts.windowPad(),
     },
   };
 

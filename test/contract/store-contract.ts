@@ -316,5 +316,17 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       // c:2's own probe is still out: a second request there waits for it instead of probing again.
       expect(await store.admit(b)).toMatchObject({ ok: false, reason: 'probe' });
     });
+
+    it('keeps admissions with a window pad that much further apart', async () => {
+      const req = input({ routeKey: 'GET /users/@me', major: '-', globalLimit: 1 });
+      const probe = await store.admit(req);
+      if (!probe.ok) throw new Error('probe refused');
+      await store.learn({ ...at(req), bucket: probe.bucket, probe: true, unbucketed: true });
+      const plain = await store.admit(req);
+      const padded = await store.admit({ ...req, windowPadMs: 400 });
+      expect(plain).toMatchObject({ ok: false, reason: 'global' });
+      expect(padded).toMatchObject({ ok: false, reason: 'global' });
+      if (!plain.ok && !padded.ok) expect(padded.waitMs - plain.waitMs).toBeGreaterThan(380);
+    });
   });
 }
