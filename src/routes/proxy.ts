@@ -12,7 +12,7 @@ import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js'
 import type { Identity } from '../discord/types.js';
 import { answers, type ProxyAnswer } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { type Outgoing, type RelayContext, relay } from '../relay.js';
+import { headerValue, type Outgoing, type RelayContext, relay } from '../relay.js';
 import { ALLOWED_METHODS, checkTarget, type TargetProblem } from '../security.js';
 
 export interface ProxyRouteOptions {
@@ -90,16 +90,16 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
     return finish(opts, res, method, '-', startedAt, answers.methodNotAllowed());
   const problem = checkTarget(url);
   if (problem) return finish(opts, res, method, '-', startedAt, targetAnswer(problem));
-  if (opts.proxyAuth && !opts.proxyAuth(headerString(req.headers['proxy-authorization']))) {
+  if (opts.proxyAuth && !opts.proxyAuth(headerValue(req.headers['proxy-authorization']))) {
     return finish(opts, res, method, '-', startedAt, answers.unauthorized());
   }
   const queryAt = url.indexOf('?');
   const path = normalizeApiPath(queryAt === -1 ? url : url.slice(0, queryAt));
   if (path === null) return finish(opts, res, method, '-', startedAt, answers.notFound());
 
-  const identity = opts.identify(headerString(req.headers.authorization));
+  const identity = opts.identify(headerValue(req.headers.authorization));
   const route = classify(method, path, Date.now(), opts.tokenHash);
-  const contentType = headerString(req.headers['content-type']);
+  const contentType = headerValue(req.headers['content-type']);
   const declared =
     req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
   if (declared !== undefined && (!Number.isSafeInteger(declared) || declared > opts.bodyLimitBytes)) {
@@ -276,10 +276,6 @@ function responseHeaders(
     if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) out[name] = value;
   }
   return out;
-}
-
-function headerString(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
 }
 
 /** Passes a body through while counting it; past `limit` bytes the stream fails and `exceeded` is set. */
