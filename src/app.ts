@@ -243,6 +243,9 @@ export function buildApp(deps: AppDeps): App {
     loggerInstance: fastifyLog,
     // The proxy logs one line per request itself, with what matters here (hold and upstream time).
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request (pino's default here): held requests would each keep one alive, and the
+    // proxy's own request lines carry what they need.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: config.bodyLimitBytes,
     // Requests that still arrive on an open socket while draining get the proxy's own 503 (onRequest below),
     // which client libraries tell apart by its header, instead of Fastify's generic one.

@@ -158,6 +158,9 @@ export const answers = {
   expectationFailed: () =>
     answer(417, 'bad_request', 'Only "Expect: 100-continue" is supported.', ProxyCode.BadRequest),
   methodNotAllowed: () => answer(405, 'bad_request', 'Method not allowed.', ProxyCode.BadRequest),
+  // A bug in the proxy: the request was not (or not completely) forwarded, and the log has the error.
+  internal: () =>
+    answer(500, 'internal', 'The proxy failed on this request; see its logs.', ProxyCode.General),
   notFound: () =>
     answer(404, 'not_found', 'The proxy only forwards Discord API paths under /api/.', ProxyCode.NotFound),
 } as const;

@@ -24,6 +24,7 @@ export const GENERATED_REASONS = [
   'redis_unavailable',
   'shutting_down',
   'not_found',
+  'internal',
 ] as const;
 export type GeneratedReason = (typeof GENERATED_REASONS)[number];
 

@@ -9,6 +9,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { InvalidBudget } from './budget.js';
+import type { ClientLink } from './client-link.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
 import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
@@ -42,7 +43,7 @@ export interface Outgoing {
   readonly authorized: boolean;
   /** A webhook route with a token: a 404 means the webhook is gone. */
   readonly webhookWithToken: boolean;
-  readonly signal: AbortSignal;
+  readonly client: ClientLink;
   /** performance.now() after which the request must not be held any longer. */
   readonly deadline: number;
 }
@@ -67,38 +68,67 @@ export type RelayOutcome =
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
 const RETRY_BASE_MS = 100;
 
-export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutcome> {
-  const replayable = out.body === null || Buffer.isBuffer(out.body);
-  const idempotent = IDEMPOTENT.has(out.method);
-  let holdMs = 0;
-  let upstreamMs = 0;
-  for (let attempt = 0; ; attempt++) {
-    const canRetry = replayable && attempt < ctx.maxRetries;
-    if (ctx.budget.exhausted) return overBudget(ctx, holdMs, upstreamMs);
-    const heldAt = performance.now();
-    let admission: Admission;
-    try {
-      admission = await ctx.scheduler.acquire(out.admit, {
-        signal: out.signal,
-        maxHoldMs: Math.max(1, out.deadline - heldAt),
-        front: attempt > 0,
-      });
-    } catch (error) {
-      holdMs += performance.now() - heldAt;
+/** Admitted to go upstream, after this much time held in all. */
+interface Admitted {
+  readonly admission: Admission;
+  readonly holdMs: number;
+}
+
+export function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutcome> {
+  // The common case waits here, in a short promise chain. An async function suspended for the whole hold would
+  // keep its whole frame (every local of the exchange below) per held request: with ten thousand held, that was
+  // a large share of the replica's memory.
+  return hold(ctx, out, 0, 0, 0).then((held) => ('kind' in held ? held : exchange(ctx, out, held)));
+}
+
+/** Waits for admission; answers instead when the budget is used, the hold ends or the client left. */
+function hold(
+  ctx: RelayContext,
+  out: Outgoing,
+  attempt: number,
+  holdMs: number,
+  upstreamMs: number,
+): Promise<Admitted | RelayOutcome> {
+  if (out.client.gone) return Promise.resolve({ kind: 'aborted', holdMs, upstreamMs });
+  if (ctx.budget.exhausted) return Promise.resolve(overBudget(ctx, holdMs, upstreamMs));
+  const heldAt = performance.now();
+  const opts = { client: out.client, maxHoldMs: Math.max(1, out.deadline - heldAt), front: attempt > 0 };
+  return ctx.scheduler.acquire(out.admit, opts).then(
+    (admission): Admitted | RelayOutcome => {
+      const waited = performance.now() - heldAt;
+      ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
+      // Held requests were checked when they arrived; the budget may have filled while they waited.
+      if (ctx.budget.exhausted) {
+        learn(ctx, out.admit, admission, {});
+        return overBudget(ctx, holdMs + waited, upstreamMs);
+      }
+      return { admission, holdMs: holdMs + waited };
+    },
+    (error: unknown): RelayOutcome => {
+      const held = holdMs + performance.now() - heldAt;
       if (!(error instanceof HoldError)) throw error;
-      if (error.reason === 'aborted') return { kind: 'aborted', holdMs, upstreamMs };
+      if (error.reason === 'aborted') return { kind: 'aborted', holdMs: held, upstreamMs };
       if (error.reason === 'known_bad')
         ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
-      return { kind: 'generated', answer: holdAnswer(error), holdMs, upstreamMs };
+      return { kind: 'generated', answer: holdAnswer(error), holdMs: held, upstreamMs };
+    },
+  );
+}
+
+/** From the first admission on: forward, learn, and go round again while the rules allow. */
+async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Promise<RelayOutcome> {
+  const replayable = out.body === null || Buffer.isBuffer(out.body);
+  const idempotent = IDEMPOTENT.has(out.method);
+  let { admission, holdMs } = first;
+  let upstreamMs = 0;
+  for (let attempt = 0; ; attempt++) {
+    if (attempt > 0) {
+      const held = await hold(ctx, out, attempt, holdMs, upstreamMs);
+      if ('kind' in held) return held;
+      ({ admission, holdMs } = held);
     }
+    const canRetry = replayable && attempt < ctx.maxRetries;
     const sentAt = performance.now();
-    holdMs += sentAt - heldAt;
-    ctx.metrics.hold.observe({ route: out.template }, (sentAt - heldAt) / 1000);
-    // Held requests were checked when they arrived; the budget may have filled while they waited.
-    if (ctx.budget.exhausted) {
-      learn(ctx, out.admit, admission, {});
-      return overBudget(ctx, holdMs, upstreamMs);
-    }
 
     let response: Awaited<ReturnType<Upstream['send']>>;
     try {
@@ -107,7 +137,7 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
         path: out.url,
         headers: out.headers,
         body: out.body,
-        signal: out.signal,
+        signal: out.client.signal,
       });
     } catch (error) {
       upstreamMs += performance.now() - sentAt;
@@ -117,7 +147,7 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
       ctx.metrics.upstreamErrors.inc({ kind: error.kind });
       if (canRetry && (error.kind === 'connect' || idempotent)) {
         ctx.metrics.retries.inc({ reason: error.kind });
-        await backoff(attempt, out.signal);
+        await backoff(attempt, out.client.signal);
         continue;
       }
       const answer =
@@ -140,7 +170,7 @@ export async function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutc
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
         await response.body.dump().catch(() => undefined);
-        await backoff(attempt, out.signal);
+        await backoff(attempt, out.client.signal);
         continue;
       }
       return { kind: 'upstream', status, headers: response.headers, body: response.body, holdMs, upstreamMs };
@@ -296,6 +326,7 @@ function holdAnswer(error: HoldError): ProxyAnswer {
 function backoff(attempt: number, signal: AbortSignal): Promise<void> {
   const ms = RETRY_BASE_MS * 2 ** attempt * (0.5 + Math.random());
   return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
     const timer = setTimeout(resolve, ms);
     signal.addEventListener(
       'abort',

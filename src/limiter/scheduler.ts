@@ -31,16 +31,63 @@ export class HoldError extends Error {
   }
 }
 
-interface Ticket {
-  readonly input: AdmitInput;
-  readonly deadline: number;
-  readonly resolve: (admission: Admission) => void;
-  readonly reject: (error: HoldError) => void;
-  done: boolean;
-  timer?: NodeJS.Timeout | undefined;
-  onAbort?: (() => void) | undefined;
-  signal?: AbortSignal | undefined;
-  queue?: Queue | undefined;
+/**
+ * The client a held request waits for. The scheduler drops the request when the client goes away, through
+ * `waiter` rather than an AbortSignal: a signal (with its event target, listener and maps) per held request is a
+ * large share of what holding ten thousand of them costs.
+ */
+export interface HeldFor {
+  readonly gone: boolean;
+  /** Set while the request is held; its `clientGone()` is called once if the client goes away. */
+  waiter: { clientGone(): void } | null;
+}
+
+/**
+ * One held request. A class, not an object of closures: thousands can be held at once, and methods on the
+ * prototype cost nothing per ticket.
+ */
+class Ticket {
+  done = false;
+  queue: Queue | undefined = undefined;
+
+  constructor(
+    private readonly scheduler: Scheduler,
+    readonly input: AdmitInput,
+    readonly deadline: number,
+    readonly client: HeldFor | undefined,
+    private onAdmit: ((admission: Admission) => void) | undefined,
+    private onRefuse: ((error: HoldError) => void) | undefined,
+  ) {}
+
+  resolve(admission: Admission): void {
+    const onAdmit = this.onAdmit;
+    if (this.end()) onAdmit?.(admission);
+  }
+
+  reject(error: HoldError): void {
+    const onRefuse = this.onRefuse;
+    if (!this.end()) return;
+    onRefuse?.(error);
+    if (this.queue) this.scheduler.sweep(this.queue);
+  }
+
+  clientGone(): void {
+    this.reject(new HoldError('aborted', 0));
+  }
+
+  /**
+   * Marks the ticket done and lets go of its promise: an ended ticket may stay listed (in its queue until a sweep,
+   * in the deadline heap until compaction) and must not keep the request's continuation alive meanwhile.
+   */
+  private end(): boolean {
+    if (this.done) return false;
+    this.done = true;
+    this.onAdmit = undefined;
+    this.onRefuse = undefined;
+    if (this.client?.waiter === this) this.client.waiter = null;
+    this.scheduler.released(this);
+    return true;
+  }
 }
 
 interface Queue {
@@ -81,6 +128,7 @@ export class Scheduler {
   private readonly heldBy = new Map<string, number>();
   /** Fast-path asks in flight, per queue key. */
   private readonly asking = new Map<string, number>();
+  private readonly deadlines = new DeadlineHeap();
   private closing = false;
 
   constructor(
@@ -98,16 +146,16 @@ export class Scheduler {
    */
   acquire(
     input: AdmitInput,
-    opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {},
+    opts: { client?: HeldFor; maxHoldMs?: number; front?: boolean } = {},
   ): Promise<Admission> {
     if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
-    // Fast path: with nobody of its queue waiting, a request asks the store at once, without a ticket or a
-    // timer, and only joins (or starts) the queue when it has to wait. A few such asks may be in flight per
-    // queue, so a busy route is not serialised behind one round trip; a burst beyond that queues at once, so
-    // it costs the store a few calls and not one per request.
+    // Fast path: with nobody of its queue waiting, a request asks the store at once, without a ticket, and only
+    // joins (or starts) the queue when it has to wait. A few such asks may be in flight per queue, so a busy route
+    // is not serialised behind one round trip; a burst beyond that queues at once, so it costs the store a few
+    // calls and not one per request.
     const key = queueKey(input);
     const asking = this.asking.get(key) ?? 0;
-    if (opts.front || asking >= FAST_ASKS || this.queues.has(key)) return this.enqueue(input, opts);
+    if (opts.front || asking >= FAST_ASKS || this.queues.has(key)) return this.enqueue(key, input, opts);
     this.asking.set(key, asking + 1);
     const done = () => {
       const left = (this.asking.get(key) ?? 1) - 1;
@@ -117,20 +165,22 @@ export class Scheduler {
     return this.store.admit(input).then(
       (result) => {
         done();
-        return result.ok ? result : this.enqueue(input, opts);
+        return result.ok ? result : this.enqueue(key, input, opts);
       },
       () => {
         done();
-        return this.enqueue(input, opts);
+        return this.enqueue(key, input, opts);
       },
     );
   }
 
   private enqueue(
+    key: string,
     input: AdmitInput,
-    opts: { signal?: AbortSignal; maxHoldMs?: number; front?: boolean } = {},
+    opts: { client?: HeldFor; maxHoldMs?: number; front?: boolean },
   ): Promise<Admission> {
     if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
+    if (opts.client?.gone) return Promise.reject(new HoldError('aborted', 0));
     const ofIdentity = this.heldBy.get(input.identity) ?? 0;
     if (
       this.heldCount >= (this.options.maxHeld ?? Number.POSITIVE_INFINITY) ||
@@ -139,51 +189,34 @@ export class Scheduler {
       return Promise.reject(new HoldError('overloaded', 1000));
     }
     const maxHold = Math.min(opts.maxHoldMs ?? this.options.maxHoldMs, this.options.maxHoldMs);
-    return new Promise<Admission>((resolve, reject) => {
-      const ticket: Ticket = {
-        input,
-        deadline: performance.now() + maxHold,
-        done: false,
-        resolve: (admission) => {
-          if (this.finish(ticket)) resolve(admission);
-        },
-        reject: (error) => {
-          if (!this.finish(ticket)) return;
-          reject(error);
-          if (ticket.queue) this.sweep(ticket.queue);
-        },
-      };
-      const key = queueKey(input);
-      let queue = this.queues.get(key);
-      if (!queue) {
-        queue = {
-          key,
-          identity: input.identity,
-          items: [],
-          head: 0,
-          dead: 0,
-          running: false,
-          gated: false,
-          woken: false,
-        };
-        this.queues.set(key, queue);
-      }
-      ticket.queue = queue;
-      if (opts.front) queue.items.splice(queue.head, 0, ticket);
-      else queue.items.push(ticket);
-      this.heldCount += 1;
-      this.heldBy.set(input.identity, ofIdentity + 1);
-      this.options.onHeldChange?.(1);
-      ticket.timer = setTimeout(() => ticket.reject(new HoldError('hold_timeout', 0)), maxHold);
-      if (opts.signal) {
-        const signal = opts.signal;
-        if (signal.aborted) return ticket.reject(new HoldError('aborted', 0));
-        ticket.signal = signal;
-        ticket.onAbort = () => ticket.reject(new HoldError('aborted', 0));
-        signal.addEventListener('abort', ticket.onAbort, { once: true });
-      }
-      if (!queue.running && !queue.gated && !queue.timer) void this.pump(queue);
+    let ticket!: Ticket;
+    const promise = new Promise<Admission>((resolve, reject) => {
+      ticket = new Ticket(this, input, performance.now() + maxHold, opts.client, resolve, reject);
     });
+    let queue = this.queues.get(key);
+    if (!queue) {
+      queue = {
+        key,
+        identity: input.identity,
+        items: [],
+        head: 0,
+        dead: 0,
+        running: false,
+        gated: false,
+        woken: false,
+      };
+      this.queues.set(key, queue);
+    }
+    ticket.queue = queue;
+    if (opts.front) queue.items.splice(queue.head, 0, ticket);
+    else queue.items.push(ticket);
+    this.heldCount += 1;
+    this.heldBy.set(input.identity, ofIdentity + 1);
+    this.options.onHeldChange?.(1);
+    if (opts.client) opts.client.waiter = ticket;
+    this.deadlines.add(ticket);
+    if (!queue.running && !queue.gated && !queue.timer) void this.pump(queue);
+    return promise;
   }
 
   /** A response for this queue's route arrived: its head may be able to go now instead of at its timer. */
@@ -206,19 +239,17 @@ export class Scheduler {
         queue.items[i]!.reject(new HoldError('shutting_down', 0));
     }
     for (const gate of this.gates.values()) if (gate.timer) clearTimeout(gate.timer);
+    this.deadlines.clear();
   }
 
-  private finish(ticket: Ticket): boolean {
-    if (ticket.done) return false;
-    ticket.done = true;
-    if (ticket.timer) clearTimeout(ticket.timer);
-    if (ticket.signal && ticket.onAbort) ticket.signal.removeEventListener('abort', ticket.onAbort);
+  /** Bookkeeping when a ticket ends, whichever way (called by the ticket). */
+  released(ticket: Ticket): void {
     this.heldCount -= 1;
     const ofIdentity = (this.heldBy.get(ticket.input.identity) ?? 1) - 1;
     if (ofIdentity > 0) this.heldBy.set(ticket.input.identity, ofIdentity);
     else this.heldBy.delete(ticket.input.identity);
     this.options.onHeldChange?.(-1);
-    return true;
+    this.deadlines.ended();
   }
 
   private nextTicket(queue: Queue): Ticket | undefined {
@@ -237,7 +268,7 @@ export class Scheduler {
    * the ended tickets are at least half of what the queue holds, so a queue never keeps more ended tickets than
    * live ones (+1), and each ended ticket pays for its own removal: amortised O(1).
    */
-  private sweep(queue: Queue): void {
+  sweep(queue: Queue): void {
     queue.dead += 1;
     // close() walks the items by index while rejecting them: leave them in place then.
     if (this.closing || queue.dead * 2 < queue.items.length - queue.head) return;
@@ -361,6 +392,94 @@ export class Scheduler {
 
 /** Fast-path asks allowed in flight per queue before newcomers queue behind them. */
 const FAST_ASKS = 8;
+
+/**
+ * Hold deadlines of every held request, earliest first, behind one timer: a timer per held request would cost a
+ * Timeout object and a closure each. Tickets that end early stay in the heap (small, see Ticket.end) until their
+ * deadline comes up or, once they are the majority, a compaction drops them all.
+ */
+class DeadlineHeap {
+  private readonly heap: Ticket[] = [];
+  private dead = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private expiring = false;
+
+  add(ticket: Ticket): void {
+    const heap = this.heap;
+    let i = heap.push(ticket) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent]!.deadline <= ticket.deadline) break;
+      heap[i] = heap[parent]!;
+      i = parent;
+    }
+    heap[i] = ticket;
+    if (ticket.deadline < this.timerAt) this.arm(ticket.deadline);
+  }
+
+  /** A ticket ended; it stays in the heap, dead, until it comes up or a compaction drops it. */
+  ended(): void {
+    // A ticket ending because its deadline came has already left the heap.
+    if (this.expiring) return;
+    this.dead += 1;
+    if (this.dead > 64 && this.dead * 2 > this.heap.length) this.compact();
+  }
+
+  clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    this.heap.length = 0;
+    this.dead = 0;
+  }
+
+  private arm(at: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.expire(), Math.max(1, Math.ceil(at - performance.now())));
+  }
+
+  private expire(): void {
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    this.expiring = true;
+    for (let top = this.heap[0]; top && top.deadline <= now + 1; top = this.heap[0]) {
+      this.pop();
+      if (top.done) this.dead -= 1;
+      else top.reject(new HoldError('hold_timeout', 0));
+    }
+    this.expiring = false;
+    const next = this.heap[0];
+    if (next) this.arm(next.deadline);
+  }
+
+  private pop(): void {
+    const heap = this.heap;
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= heap.length) break;
+      const right = left + 1;
+      const child = right < heap.length && heap[right]!.deadline < heap[left]!.deadline ? right : left;
+      if (heap[child]!.deadline >= last.deadline) break;
+      heap[i] = heap[child]!;
+      i = child;
+    }
+    heap[i] = last;
+  }
+
+  private compact(): void {
+    const live = this.heap.filter((ticket) => !ticket.done);
+    live.sort((a, b) => a.deadline - b.deadline); // a sorted array is a valid heap
+    this.heap.length = 0;
+    for (const ticket of live) this.heap.push(ticket);
+    this.dead = 0;
+  }
+}
 
 function queueKey(input: AdmitInput): string {
   return `${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`;

@@ -8,11 +8,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Readable, Transform } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import { ClientLink } from '../client-link.js';
 import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
 import type { Identity } from '../discord/types.js';
 import { answers, type ProxyAnswer } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { headerValue, type Outgoing, type RelayContext, relay } from '../relay.js';
+import { headerValue, type Outgoing, type RelayContext, type RelayOutcome, relay } from '../relay.js';
 import { ALLOWED_METHODS, checkTarget, type TargetProblem } from '../security.js';
 
 export interface ProxyRouteOptions {
@@ -78,11 +79,22 @@ function targetAnswer(problem: TargetProblem): ProxyAnswer {
     : answers.badRequest(`Refused request target (${problem}).`);
 }
 
-async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+/**
+ * Not async on purpose: nothing here waits in a suspended frame. A held request is kept alive by a short promise
+ * chain (see relay.ts), and Fastify gets no promise to track for a hijacked reply.
+ */
+function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: FastifyReply): void {
   reply.hijack();
   const startedAt = performance.now();
-  const req = request.raw;
   const res = reply.raw;
+  try {
+    accept(opts, request.raw, res, startedAt);
+  } catch (error) {
+    failed(opts, res, request.raw.method ?? '-', '-', startedAt, error);
+  }
+}
+
+function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerResponse, startedAt: number) {
   const method = req.method ?? 'GET';
   const url = req.url ?? '/';
   // Nothing but Discord's methods, paths under /api/ and unambiguous targets ever reaches UPSTREAM_URL.
@@ -97,9 +109,7 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
   const path = normalizeApiPath(queryAt === -1 ? url : url.slice(0, queryAt));
   if (path === null) return finish(opts, res, method, '-', startedAt, answers.notFound());
 
-  const identity = opts.identify(headerValue(req.headers.authorization));
   const route = classify(method, path, Date.now(), opts.tokenHash);
-  const contentType = headerValue(req.headers['content-type']);
   const declared =
     req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
   if (declared !== undefined && (!Number.isSafeInteger(declared) || declared > opts.bodyLimitBytes)) {
@@ -113,24 +123,51 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
       413,
     );
   }
-
-  let body: Buffer | Readable | null | undefined = null;
-  let limited: ReturnType<typeof limitBody> | undefined;
+  const start: Start = { method, url, route, startedAt };
   if (declared !== undefined && declared > 0) {
     // Small bodies are kept so that a 429 can be retried for the client; large uploads stream through once.
-    body = declared <= opts.retryBodyLimitBytes ? await readBody(req, declared) : req;
-  } else if (req.headers['transfer-encoding'] !== undefined) {
-    // A chunked body declares no length: count it as it streams, and stop it at BODY_LIMIT_BYTES.
-    limited = limitBody(req, opts.bodyLimitBytes);
-    body = limited.stream;
+    if (declared > opts.retryBodyLimitBytes) return forward(opts, req, res, start, req);
+    readBody(req, declared).then((body) => {
+      // undefined: the client went away while sending its body.
+      if (body === undefined) return;
+      try {
+        forward(opts, req, res, start, body);
+      } catch (error) {
+        failed(opts, res, method, route.template, startedAt, error);
+      }
+    });
+    return;
   }
-  if (body === undefined) return; // the client went away while sending its body
+  if (req.headers['transfer-encoding'] !== undefined) {
+    // A chunked body declares no length: count it as it streams, and stop it at BODY_LIMIT_BYTES.
+    const limited = limitBody(req, opts.bodyLimitBytes);
+    return forward(opts, req, res, start, limited.stream, limited);
+  }
+  forward(opts, req, res, start, null);
+}
 
-  const controller = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
+/** What is known of a request once it is classified. */
+interface Start {
+  readonly method: string;
+  readonly url: string;
+  readonly route: ReturnType<typeof classify>;
+  readonly startedAt: number;
+}
+
+function forward(
+  opts: ProxyRouteOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  start: Start,
+  body: Buffer | Readable | null,
+  limited?: ReturnType<typeof limitBody>,
+): void {
+  const { method, url, route, startedAt } = start;
+  const identity = opts.identify(headerValue(req.headers.authorization));
+  const client = new ClientLink();
+  res.on('close', () => {
+    if (!res.writableFinished) client.leave();
   });
-
   const requested = Number(req.headers[MAX_HOLD_HEADER]);
   const maxHold = requested > 0 ? Math.min(requested, opts.maxHoldMs) : opts.maxHoldMs;
   const out: Outgoing = {
@@ -141,34 +178,77 @@ async function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: F
     template: route.template,
     authorized: identity.kind !== 'none',
     webhookWithToken: route.webhookWithToken,
-    signal: controller.signal,
+    client,
     deadline: startedAt + maxHold,
     admit: {
       identity: identity.key,
       routeKey: route.routeKey,
       major: route.major,
       globalLimit: route.exempt ? 0 : opts.globalLimitFor(identity),
-      sublimit: sublimitTag(route.routeKey, Buffer.isBuffer(body) ? body : undefined, contentType),
+      sublimit: sublimitTag(
+        route.routeKey,
+        Buffer.isBuffer(body) ? body : undefined,
+        headerValue(req.headers['content-type']),
+      ),
       windowPadMs: opts.windowPad(),
     },
   };
+  relay(opts.relay, out).then(
+    (outcome) => {
+      try {
+        respond(opts, res, start, outcome, limited);
+      } catch (error) {
+        failed(opts, res, method, route.template, startedAt, error);
+      }
+    },
+    (error: unknown) => failed(opts, res, method, route.template, startedAt, error),
+  );
+}
 
-  const outcome = await relay(opts.relay, out);
+function respond(
+  opts: ProxyRouteOptions,
+  res: ServerResponse,
+  start: Start,
+  outcome: RelayOutcome,
+  limited?: ReturnType<typeof limitBody>,
+) {
+  const { method, startedAt } = start;
+  const template = start.route.template;
   if (limited?.exceeded) {
     const answer = answers.badRequest('Request body too large.');
-    return finish(opts, res, method, route.template, startedAt, answer, 413, outcome);
+    return finish(opts, res, method, template, startedAt, answer, 413, outcome);
   }
   if (outcome.kind === 'aborted') {
-    opts.log.debug({ route: route.template }, 'client went away');
+    opts.log.debug({ route: template }, 'client went away');
     return;
   }
   if (outcome.kind === 'generated') {
-    return finish(opts, res, method, route.template, startedAt, outcome.answer, undefined, outcome);
+    return finish(opts, res, method, template, startedAt, outcome.answer, undefined, outcome);
   }
   res.writeHead(outcome.status, responseHeaders(outcome.headers));
-  const done = () => logAndCount(opts, method, route.template, outcome.status, startedAt, outcome);
+  const done = () => logAndCount(opts, method, template, outcome.status, startedAt, outcome);
   if (Buffer.isBuffer(outcome.body)) res.end(outcome.body, done);
   else relayBody(outcome.body, res, done, opts.log);
+}
+
+/**
+ * A bug, not a refusal: the log says what broke, and the client gets an answer in Discord's shape, or a closed
+ * connection if part of Discord's answer was already on its way (a second answer would corrupt it).
+ */
+function failed(
+  opts: ProxyRouteOptions,
+  res: ServerResponse,
+  method: string,
+  template: string,
+  startedAt: number,
+  error: unknown,
+): void {
+  opts.log.error({ err: error, route: template }, 'request failed inside the proxy');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  finish(opts, res, method, template, startedAt, answers.internal());
 }
 
 /**
@@ -253,17 +333,26 @@ function logAndCount(
 function forwardHeaders(raw: string[]): string[] {
   // Headers the client names in Connection are hop-by-hop too (RFC 9110 §7.6.1), whatever they are called.
   let named: Set<string> | undefined;
+  let kept = 0;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() !== 'connection') continue;
+    const lower = raw[i]!.toLowerCase();
+    if (!DROP_REQUEST_HEADERS.has(lower)) kept += 2;
+    if (lower !== 'connection') continue;
     named ??= new Set();
     for (const option of raw[i + 1]!.split(',')) named.add(option.trim().toLowerCase());
   }
-  const out: string[] = [];
+  // Sized up front: grown by push, a short list gets room for a dozen more entries, kept for as long as the
+  // request is held.
+  const out = new Array<string>(kept);
+  let n = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
-    if (!DROP_REQUEST_HEADERS.has(lower) && !named?.has(lower)) out.push(name, raw[i + 1]!);
+    if (DROP_REQUEST_HEADERS.has(lower) || named?.has(lower)) continue;
+    out[n++] = name;
+    out[n++] = raw[i + 1]!;
   }
+  out.length = n;
   return out;
 }
 

@@ -4,6 +4,7 @@
  */
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryStore } from '../../src/limiter/memory.js';
 import { expectGenerated } from '../helpers/assertions.js';
 import { BOT_A, clientFor, startEnv, type TestEnv } from '../helpers/env.js';
 import { type RunningProxy, startProxy } from '../helpers/proxy.js';
@@ -146,6 +147,49 @@ describe('upstream unreachable', () => {
     expect(await health.body.json()).toEqual({ status: 'ok' });
     // Still answering on the public port too, as cleanly as before.
     expectGenerated(await client.call('GET', `/api/v10/channels/${id(2)}`), 502);
+  });
+});
+
+describe('a bug inside the proxy', () => {
+  let env: TestEnv;
+  const logs: string[] = [];
+  let broken = true;
+  beforeAll(async () => {
+    env = await startEnv(
+      {},
+      {
+        logSink: logs,
+        // A store that answers nonsense while `broken`: nothing the relay expects, so only its last guard is left.
+        store: (config) => {
+          const store = new MemoryStore({
+            resetMarginMs: config.resetMarginMs,
+            globalWindowMarginMs: config.globalWindowMarginMs,
+            probeTimeoutMs: 5000,
+          });
+          const admit = store.admit.bind(store);
+          store.admit = (input) => (broken ? Promise.resolve(null as never) : admit(input));
+          return store;
+        },
+      },
+    );
+  });
+  afterAll(async () => env.close());
+
+  it("answers a 500 in Discord's shape, logs what broke without the token, and keeps serving", async () => {
+    const path = `/api/v10/channels/${id(9)}/messages`;
+    const res = await env.call('GET', path);
+    expect(expectGenerated(res, 500)).toEqual({
+      message: 'The proxy failed on this request; see its logs.',
+      code: 0,
+    });
+    expect(env.fake.received.length).toBe(0);
+    const line = logs.find((l) => l.includes('request failed inside the proxy'));
+    expect(line).toBeDefined();
+    expect(line).toContain('/channels/:id/messages');
+    expect(logs.join('\n')).not.toContain(BOT_A.split(' ')[1]!);
+    expect(env.proxy.app.scheduler.held).toBe(0);
+    broken = false;
+    expect((await env.call('GET', path)).status).toBe(200);
   });
 });
 

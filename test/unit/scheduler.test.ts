@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { ClientLink } from '../../src/client-link.js';
 import { MemoryStore } from '../../src/limiter/memory.js';
 import { HoldError, Scheduler } from '../../src/limiter/scheduler.js';
 import type { AdmitInput, LimiterStore } from '../../src/limiter/types.js';
@@ -56,13 +57,14 @@ describe('Scheduler', () => {
     const store = new MemoryStore(options);
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     await exhausted(store, req(), 150);
-    const controller = new AbortController();
-    const first = scheduler.acquire(req(), { signal: controller.signal });
+    const client = new ClientLink();
+    const first = scheduler.acquire(req(), { client });
     const second = scheduler.acquire(req());
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(scheduler.held).toBe(2);
-    controller.abort();
+    client.leave();
     await expect(first).rejects.toMatchObject({ reason: 'aborted' });
+    expect(client.waiter).toBeNull();
     expect(scheduler.held).toBe(1);
     await expect(second).resolves.toMatchObject({ ok: true });
     expect(scheduler.held).toBe(0);
@@ -131,5 +133,62 @@ describe('Scheduler', () => {
     scheduler.close();
     await Promise.all([...held, ...otherHeld]);
     expect(scheduler.held).toBe(0);
+  });
+
+  it('ends each held request at its own deadline, whatever its place in the queue', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
+    await exhausted(store, req(), 700);
+    const started = performance.now();
+    const endedAt = (p: Promise<unknown>) =>
+      p.then(
+        () => ({ ok: true, ms: performance.now() - started }),
+        (e: unknown) => ({ ok: false, reason: (e as HoldError).reason, ms: performance.now() - started }),
+      );
+    // The head waits for the reset; behind it, arrival order is not deadline order.
+    const head = endedAt(scheduler.acquire(req()));
+    const long = endedAt(scheduler.acquire(req(), { maxHoldMs: 400 }));
+    const middle = endedAt(scheduler.acquire(req(), { maxHoldMs: 250 }));
+    const short = endedAt(scheduler.acquire(req(), { maxHoldMs: 100 }));
+    const results = await Promise.all([long, middle, short]);
+    expect(await head).toMatchObject({ ok: true });
+    expect(results.map((r) => r.ok)).toEqual([false, false, false]);
+    expect(results.map((r) => (r as { reason: string }).reason)).toEqual([
+      'hold_timeout',
+      'hold_timeout',
+      'hold_timeout',
+    ]);
+    for (const [result, hold] of [
+      [results[0]!, 400],
+      [results[1]!, 250],
+      [results[2]!, 100],
+    ] as const) {
+      expect(result.ms).toBeGreaterThanOrEqual(hold - 2);
+      expect(result.ms).toBeLessThan(hold + 60);
+    }
+    expect(scheduler.held).toBe(0);
+  });
+
+  it('keeps deadlines of requests that already left from piling up', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 20_000 });
+    await exhausted(store, req(), 10_000);
+    const deadlines = (scheduler as unknown as { deadlines: { heap: unknown[] } }).deadlines;
+    for (let round = 0; round < 20; round++) {
+      const clients = Array.from({ length: 500 }, () => new ClientLink());
+      const held = clients.map((client) => scheduler.acquire(req(), { client }).catch((e: unknown) => e));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      for (const client of clients) client.leave();
+      await Promise.all(held);
+    }
+    expect(scheduler.held).toBe(0);
+    // 10,000 requests came and went; what stays listed is bounded by a compaction, not by their number.
+    expect(deadlines.heap.length).toBeLessThan(600);
+    // A client that left before its request was queued is not held at all.
+    const gone = new ClientLink();
+    gone.leave();
+    await expect(scheduler.acquire(req(), { client: gone })).rejects.toMatchObject({ reason: 'aborted' });
+    expect(scheduler.held).toBe(0);
+    scheduler.close();
   });
 });
