@@ -2,12 +2,12 @@ import type { HeldFor } from './limiter/scheduler.js';
 
 /**
  * Whether the client of one request is still there. A held request learns that it left through the scheduler's
- * `waiter` hook; the AbortSignal that undici and the retry back-off need is only made once the request leaves the
+ * `held` hook; the AbortSignal that undici and the retry back-off need is only made once the request leaves the
  * hold, so the thousands of requests a replica may hold carry no signal, event target or listener each.
  */
 export class ClientLink implements HeldFor {
   gone = false;
-  waiter: { clientGone(): void } | null = null;
+  held: { clientGone(): void } | null = null;
   private controller: AbortController | undefined;
 
   get signal(): AbortSignal {
@@ -22,8 +22,8 @@ export class ClientLink implements HeldFor {
     if (this.gone) return;
     this.gone = true;
     this.controller?.abort();
-    const waiter = this.waiter;
-    this.waiter = null;
-    waiter?.clientGone();
+    const held = this.held;
+    this.held = null;
+    held?.clientGone();
   }
 }

@@ -13,7 +13,7 @@ import type { ClientLink } from './client-link.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
 import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
-import { type Admission, HoldError, type Scheduler } from './limiter/scheduler.js';
+import type { Admission, HoldError, Scheduler, Waiter } from './limiter/scheduler.js';
 import type { AdmitInput, LearnInput, LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 import { type Upstream, UpstreamError } from './upstream.js';
@@ -43,9 +43,17 @@ export interface Outgoing {
   readonly authorized: boolean;
   /** A webhook route with a token: a 404 means the webhook is gone. */
   readonly webhookWithToken: boolean;
-  readonly client: ClientLink;
+  readonly client: RelayClient;
   /** performance.now() after which the request must not be held any longer. */
   readonly deadline: number;
+}
+
+/** The client side of one request, as relay sees it: whether it is still there, and where the outcome goes. */
+export interface RelayClient extends ClientLink {
+  /** Called once with the outcome. */
+  settle(outcome: RelayOutcome): void;
+  /** Called instead when the relay itself failed (a bug); must not throw. */
+  fail(error: unknown): void;
 }
 
 export type RelayOutcome =
@@ -74,45 +82,98 @@ interface Admitted {
   readonly holdMs: number;
 }
 
-export function relay(ctx: RelayContext, out: Outgoing): Promise<RelayOutcome> {
-  // The common case waits here, in a short promise chain. An async function suspended for the whole hold would
-  // keep its whole frame (every local of the exchange below) per held request: with ten thousand held, that was
-  // a large share of the replica's memory.
-  return hold(ctx, out, 0, 0, 0).then((held) => ('kind' in held ? held : exchange(ctx, out, held)));
+/**
+ * Runs one request through the proxy and gives the outcome to `out.client.settle` (or, if the relay itself
+ * failed, the error to `out.client.fail`).
+ *
+ * The common case, a request that waits for its bucket, is held by one small object the scheduler calls back
+ * (a Hold), not by promises and suspended async functions: those keep every local of the exchange alive per held
+ * request, and with ten thousand held that was a large share of the replica's memory.
+ */
+export function relay(ctx: RelayContext, out: Outgoing): void {
+  startHold(ctx, out, 0, 0, 0, undefined);
 }
 
-/** Waits for admission; answers instead when the budget is used, the hold ends or the client left. */
-function hold(
+/** Waits for admission, then goes on with `next`, or (first attempt) with the exchange. */
+function startHold(
+  ctx: RelayContext,
+  out: Outgoing,
+  attempt: number,
+  holdMs: number,
+  upstreamMs: number,
+  next: ((held: Admitted | RelayOutcome) => void) | undefined,
+): void {
+  const hold = new Hold(ctx, out, holdMs, upstreamMs, next);
+  if (out.client.gone) hold.go({ kind: 'aborted', holdMs, upstreamMs });
+  else if (ctx.budget.exhausted) hold.go(overBudget(ctx, holdMs, upstreamMs));
+  else {
+    const maxHoldMs = Math.max(1, out.deadline - hold.heldAt);
+    ctx.scheduler.wait(out.admit, hold, { client: out.client, maxHoldMs, front: attempt > 0 });
+  }
+}
+
+/** One wait for admission, called back by the scheduler. */
+class Hold implements Waiter {
+  readonly heldAt = performance.now();
+
+  constructor(
+    private readonly ctx: RelayContext,
+    private readonly out: Outgoing,
+    /** Held before this wait (earlier attempts). */
+    private readonly holdMs: number,
+    private readonly upstreamMs: number,
+    private readonly next: ((held: Admitted | RelayOutcome) => void) | undefined,
+  ) {}
+
+  admitted(admission: Admission): void {
+    const { ctx, out } = this;
+    const waited = performance.now() - this.heldAt;
+    ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
+    // Held requests were checked when they arrived; the budget may have filled while they waited.
+    if (ctx.budget.exhausted) {
+      learn(ctx, out.admit, admission, {});
+      this.go(overBudget(ctx, this.holdMs + waited, this.upstreamMs));
+    } else this.go({ admission, holdMs: this.holdMs + waited });
+  }
+
+  refused(error: HoldError): void {
+    const holdMs = this.holdMs + performance.now() - this.heldAt;
+    const upstreamMs = this.upstreamMs;
+    if (error.reason === 'aborted') {
+      this.go({ kind: 'aborted', holdMs, upstreamMs });
+      return;
+    }
+    if (error.reason === 'known_bad')
+      this.ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
+    this.go({ kind: 'generated', answer: holdAnswer(error), holdMs, upstreamMs });
+  }
+
+  go(held: Admitted | RelayOutcome): void {
+    const { ctx, out } = this;
+    try {
+      if (this.next) this.next(held);
+      else if ('kind' in held) out.client.settle(held);
+      else
+        exchange(ctx, out, held).then(
+          (outcome) => out.client.settle(outcome),
+          (error: unknown) => out.client.fail(error),
+        );
+    } catch (error) {
+      // The scheduler calls waiters from its own loop: nothing may be thrown back into it.
+      out.client.fail(error);
+    }
+  }
+}
+
+/** startHold() for the exchange's later attempts, which are rare enough to wait in a promise. */
+function holdAgain(
   ctx: RelayContext,
   out: Outgoing,
   attempt: number,
   holdMs: number,
   upstreamMs: number,
 ): Promise<Admitted | RelayOutcome> {
-  if (out.client.gone) return Promise.resolve({ kind: 'aborted', holdMs, upstreamMs });
-  if (ctx.budget.exhausted) return Promise.resolve(overBudget(ctx, holdMs, upstreamMs));
-  const heldAt = performance.now();
-  const opts = { client: out.client, maxHoldMs: Math.max(1, out.deadline - heldAt), front: attempt > 0 };
-  return ctx.scheduler.acquire(out.admit, opts).then(
-    (admission): Admitted | RelayOutcome => {
-      const waited = performance.now() - heldAt;
-      ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
-      // Held requests were checked when they arrived; the budget may have filled while they waited.
-      if (ctx.budget.exhausted) {
-        learn(ctx, out.admit, admission, {});
-        return overBudget(ctx, holdMs + waited, upstreamMs);
-      }
-      return { admission, holdMs: holdMs + waited };
-    },
-    (error: unknown): RelayOutcome => {
-      const held = holdMs + performance.now() - heldAt;
-      if (!(error instanceof HoldError)) throw error;
-      if (error.reason === 'aborted') return { kind: 'aborted', holdMs: held, upstreamMs };
-      if (error.reason === 'known_bad')
-        ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
-      return { kind: 'generated', answer: holdAnswer(error), holdMs: held, upstreamMs };
-    },
-  );
+  return new Promise((resolve) => startHold(ctx, out, attempt, holdMs, upstreamMs, resolve));
 }
 
 /** From the first admission on: forward, learn, and go round again while the rules allow. */
@@ -123,7 +184,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
   let upstreamMs = 0;
   for (let attempt = 0; ; attempt++) {
     if (attempt > 0) {
-      const held = await hold(ctx, out, attempt, holdMs, upstreamMs);
+      const held = await holdAgain(ctx, out, attempt, holdMs, upstreamMs);
       if ('kind' in held) return held;
       ({ admission, holdMs } = held);
     }

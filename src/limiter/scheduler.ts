@@ -33,13 +33,31 @@ export class HoldError extends Error {
 
 /**
  * The client a held request waits for. The scheduler drops the request when the client goes away, through
- * `waiter` rather than an AbortSignal: a signal (with its event target, listener and maps) per held request is a
+ * `held` rather than an AbortSignal: a signal (with its event target, listener and maps) per held request is a
  * large share of what holding ten thousand of them costs.
  */
 export interface HeldFor {
   readonly gone: boolean;
   /** Set while the request is held; its `clientGone()` is called once if the client goes away. */
-  waiter: { clientGone(): void } | null;
+  held: { clientGone(): void } | null;
+}
+
+/**
+ * Who waits for an admission. The scheduler calls exactly one of the two, once, possibly synchronously from
+ * `wait()` itself; neither may throw. An object the caller already has rather than a promise: a replica may hold
+ * ten thousand requests, and a promise with its resolving functions and continuations costs each of them
+ * several hundred bytes.
+ */
+export interface Waiter {
+  admitted(admission: Admission): void;
+  refused(error: HoldError): void;
+}
+
+export interface WaitOptions {
+  readonly client?: HeldFor;
+  readonly maxHoldMs?: number;
+  /** Ahead of newer requests of its queue (a retried request). */
+  readonly front?: boolean;
 }
 
 /**
@@ -55,19 +73,18 @@ class Ticket {
     readonly input: AdmitInput,
     readonly deadline: number,
     readonly client: HeldFor | undefined,
-    private onAdmit: ((admission: Admission) => void) | undefined,
-    private onRefuse: ((error: HoldError) => void) | undefined,
+    private waiter: Waiter | undefined,
   ) {}
 
   resolve(admission: Admission): void {
-    const onAdmit = this.onAdmit;
-    if (this.end()) onAdmit?.(admission);
+    const waiter = this.waiter;
+    if (this.end()) waiter?.admitted(admission);
   }
 
   reject(error: HoldError): void {
-    const onRefuse = this.onRefuse;
+    const waiter = this.waiter;
     if (!this.end()) return;
-    onRefuse?.(error);
+    waiter?.refused(error);
     if (this.queue) this.scheduler.sweep(this.queue);
   }
 
@@ -76,15 +93,14 @@ class Ticket {
   }
 
   /**
-   * Marks the ticket done and lets go of its promise: an ended ticket may stay listed (in its queue until a sweep,
-   * in the deadline heap until compaction) and must not keep the request's continuation alive meanwhile.
+   * Marks the ticket done and lets go of its waiter: an ended ticket may stay listed (in its queue until a sweep,
+   * in the deadline heap until compaction) and must not keep the request alive meanwhile.
    */
   private end(): boolean {
     if (this.done) return false;
     this.done = true;
-    this.onAdmit = undefined;
-    this.onRefuse = undefined;
-    if (this.client?.waiter === this) this.client.waiter = null;
+    this.waiter = undefined;
+    if (this.client?.held === this) this.client.held = null;
     this.scheduler.released(this);
     return true;
   }
@@ -142,57 +158,69 @@ export class Scheduler {
 
   /**
    * Resolves when the request may go upstream. Rejects with HoldError when its hold time runs out, the client
-   * goes away, or everything is paused by a Cloudflare ban. `front` puts a retried request ahead of newer ones.
+   * goes away, or everything is paused by a Cloudflare ban.
    */
-  acquire(
-    input: AdmitInput,
-    opts: { client?: HeldFor; maxHoldMs?: number; front?: boolean } = {},
-  ): Promise<Admission> {
-    if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
+  acquire(input: AdmitInput, opts: WaitOptions = {}): Promise<Admission> {
+    return new Promise((resolve, reject) => this.wait(input, { admitted: resolve, refused: reject }, opts));
+  }
+
+  /** acquire() for callers that hold many requests: the answer goes to `waiter` (see Waiter). */
+  wait(input: AdmitInput, waiter: Waiter, opts: WaitOptions = {}): void {
+    if (this.closing) {
+      waiter.refused(new HoldError('shutting_down', 0));
+      return;
+    }
     // Fast path: with nobody of its queue waiting, a request asks the store at once, without a ticket, and only
     // joins (or starts) the queue when it has to wait. A few such asks may be in flight per queue, so a busy route
     // is not serialised behind one round trip; a burst beyond that queues at once, so it costs the store a few
     // calls and not one per request.
     const key = queueKey(input);
     const asking = this.asking.get(key) ?? 0;
-    if (opts.front || asking >= FAST_ASKS || this.queues.has(key)) return this.enqueue(key, input, opts);
+    if (opts.front || asking >= FAST_ASKS || this.queues.has(key)) {
+      this.enqueue(key, input, waiter, opts);
+      return;
+    }
     this.asking.set(key, asking + 1);
     const done = () => {
       const left = (this.asking.get(key) ?? 1) - 1;
       if (left > 0) this.asking.set(key, left);
       else this.asking.delete(key);
     };
-    return this.store.admit(input).then(
+    this.store.admit(input).then(
       (result) => {
         done();
-        return result.ok ? result : this.enqueue(key, input, opts);
+        // Anything but an admission (a wait, or nonsense from a broken store) goes through the queue, which
+        // knows how to answer each.
+        if (result?.ok === true) waiter.admitted(result);
+        else this.enqueue(key, input, waiter, opts);
       },
       () => {
         done();
-        return this.enqueue(key, input, opts);
+        this.enqueue(key, input, waiter, opts);
       },
     );
   }
 
-  private enqueue(
-    key: string,
-    input: AdmitInput,
-    opts: { client?: HeldFor; maxHoldMs?: number; front?: boolean },
-  ): Promise<Admission> {
-    if (this.closing) return Promise.reject(new HoldError('shutting_down', 0));
-    if (opts.client?.gone) return Promise.reject(new HoldError('aborted', 0));
+  private enqueue(key: string, input: AdmitInput, waiter: Waiter, opts: WaitOptions): void {
+    const refusal = this.closing
+      ? new HoldError('shutting_down', 0)
+      : opts.client?.gone
+        ? new HoldError('aborted', 0)
+        : undefined;
+    if (refusal) {
+      waiter.refused(refusal);
+      return;
+    }
     const ofIdentity = this.heldBy.get(input.identity) ?? 0;
     if (
       this.heldCount >= (this.options.maxHeld ?? Number.POSITIVE_INFINITY) ||
       ofIdentity >= (this.options.maxHeldPerIdentity ?? Number.POSITIVE_INFINITY)
     ) {
-      return Promise.reject(new HoldError('overloaded', 1000));
+      waiter.refused(new HoldError('overloaded', 1000));
+      return;
     }
     const maxHold = Math.min(opts.maxHoldMs ?? this.options.maxHoldMs, this.options.maxHoldMs);
-    let ticket!: Ticket;
-    const promise = new Promise<Admission>((resolve, reject) => {
-      ticket = new Ticket(this, input, performance.now() + maxHold, opts.client, resolve, reject);
-    });
+    const ticket = new Ticket(this, input, performance.now() + maxHold, opts.client, waiter);
     let queue = this.queues.get(key);
     if (!queue) {
       queue = {
@@ -213,10 +241,9 @@ export class Scheduler {
     this.heldCount += 1;
     this.heldBy.set(input.identity, ofIdentity + 1);
     this.options.onHeldChange?.(1);
-    if (opts.client) opts.client.waiter = ticket;
+    if (opts.client) opts.client.held = ticket;
     this.deadlines.add(ticket);
     if (!queue.running && !queue.gated && !queue.timer) void this.pump(queue);
-    return promise;
   }
 
   /** A response for this queue's route arrived: its head may be able to go now instead of at its timer. */
@@ -297,6 +324,7 @@ export class Scheduler {
         let result: AdmitResult;
         try {
           result = await this.store.admit(ticket.input);
+          if (typeof result?.ok !== 'boolean') throw new TypeError(`the store answered ${String(result)}`);
         } catch (error) {
           ticket.reject(new HoldError('store_error', 1000, undefined, { cause: error }));
           continue;

@@ -13,7 +13,14 @@ import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js'
 import type { Identity } from '../discord/types.js';
 import { answers, type ProxyAnswer } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { headerValue, type Outgoing, type RelayContext, type RelayOutcome, relay } from '../relay.js';
+import {
+  headerValue,
+  type Outgoing,
+  type RelayClient,
+  type RelayContext,
+  type RelayOutcome,
+  relay,
+} from '../relay.js';
 import { ALLOWED_METHODS, checkTarget, type TargetProblem } from '../security.js';
 
 export interface ProxyRouteOptions {
@@ -164,7 +171,7 @@ function forward(
 ): void {
   const { method, url, route, startedAt } = start;
   const identity = opts.identify(headerValue(req.headers.authorization));
-  const client = new ClientLink();
+  const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
   res.on('close', () => {
     if (!res.writableFinished) client.leave();
   });
@@ -193,42 +200,52 @@ function forward(
       windowPadMs: opts.windowPad(),
     },
   };
-  relay(opts.relay, out).then(
-    (outcome) => {
-      try {
-        respond(opts, res, start, outcome, limited);
-      } catch (error) {
-        failed(opts, res, method, route.template, startedAt, error);
-      }
-    },
-    (error: unknown) => failed(opts, res, method, route.template, startedAt, error),
-  );
+  relay(opts.relay, out);
 }
 
-function respond(
-  opts: ProxyRouteOptions,
-  res: ServerResponse,
-  start: Start,
-  outcome: RelayOutcome,
-  limited?: ReturnType<typeof limitBody>,
-) {
-  const { method, startedAt } = start;
-  const template = start.route.template;
-  if (limited?.exceeded) {
-    const answer = answers.badRequest('Request body too large.');
-    return finish(opts, res, method, template, startedAt, answer, 413, outcome);
+/** One forwarded request from the client's side: the relay tells it the outcome, and it answers. */
+class ProxyClient extends ClientLink implements RelayClient {
+  constructor(
+    private readonly opts: ProxyRouteOptions,
+    private readonly res: ServerResponse,
+    private readonly method: string,
+    private readonly template: string,
+    private readonly startedAt: number,
+    private readonly limited: ReturnType<typeof limitBody> | undefined,
+  ) {
+    super();
   }
-  if (outcome.kind === 'aborted') {
-    opts.log.debug({ route: template }, 'client went away');
-    return;
+
+  settle(outcome: RelayOutcome): void {
+    try {
+      this.respond(outcome);
+    } catch (error) {
+      this.fail(error);
+    }
   }
-  if (outcome.kind === 'generated') {
-    return finish(opts, res, method, template, startedAt, outcome.answer, undefined, outcome);
+
+  fail(error: unknown): void {
+    failed(this.opts, this.res, this.method, this.template, this.startedAt, error);
   }
-  res.writeHead(outcome.status, responseHeaders(outcome.headers));
-  const done = () => logAndCount(opts, method, template, outcome.status, startedAt, outcome);
-  if (Buffer.isBuffer(outcome.body)) res.end(outcome.body, done);
-  else relayBody(outcome.body, res, done, opts.log);
+
+  private respond(outcome: RelayOutcome) {
+    const { opts, res, method, template, startedAt } = this;
+    if (this.limited?.exceeded) {
+      const answer = answers.badRequest('Request body too large.');
+      return finish(opts, res, method, template, startedAt, answer, 413, outcome);
+    }
+    if (outcome.kind === 'aborted') {
+      opts.log.debug({ route: template }, 'client went away');
+      return;
+    }
+    if (outcome.kind === 'generated') {
+      return finish(opts, res, method, template, startedAt, outcome.answer, undefined, outcome);
+    }
+    res.writeHead(outcome.status, responseHeaders(outcome.headers));
+    const done = () => logAndCount(opts, method, template, outcome.status, startedAt, outcome);
+    if (Buffer.isBuffer(outcome.body)) res.end(outcome.body, done);
+    else relayBody(outcome.body, res, done, opts.log);
+  }
 }
 
 /**
@@ -243,12 +260,14 @@ function failed(
   startedAt: number,
   error: unknown,
 ): void {
-  opts.log.error({ err: error, route: template }, 'request failed inside the proxy');
-  if (res.headersSent) {
+  try {
+    opts.log.error({ err: error, route: template }, 'request failed inside the proxy');
+    if (res.headersSent) res.destroy();
+    else finish(opts, res, method, template, startedAt, answers.internal());
+  } catch {
+    // Nothing left to answer with; the connection at least must not hang.
     res.destroy();
-    return;
   }
-  finish(opts, res, method, template, startedAt, answers.internal());
 }
 
 /**

@@ -153,13 +153,13 @@ describe('upstream unreachable', () => {
 describe('a bug inside the proxy', () => {
   let env: TestEnv;
   const logs: string[] = [];
-  let broken = true;
+  let broken: 'admit' | 'learn' | false = false;
   beforeAll(async () => {
     env = await startEnv(
       {},
       {
         logSink: logs,
-        // A store that answers nonsense while `broken`: nothing the relay expects, so only its last guard is left.
+        // A store with bugs on demand: nonsense instead of an admission, or a throw where a promise is due.
         store: (config) => {
           const store = new MemoryStore({
             resetMarginMs: config.resetMarginMs,
@@ -167,7 +167,12 @@ describe('a bug inside the proxy', () => {
             probeTimeoutMs: 5000,
           });
           const admit = store.admit.bind(store);
-          store.admit = (input) => (broken ? Promise.resolve(null as never) : admit(input));
+          const learn = store.learn.bind(store);
+          store.admit = (input) => (broken === 'admit' ? Promise.resolve(null as never) : admit(input));
+          store.learn = (input) => {
+            if (broken === 'learn') throw new Error('learn broke');
+            return learn(input);
+          };
           return store;
         },
       },
@@ -175,19 +180,31 @@ describe('a bug inside the proxy', () => {
   });
   afterAll(async () => env.close());
 
+  it('treats nonsense from the store as a store failure: a 503, and nothing sent', async () => {
+    broken = 'admit';
+    const res = await env.call('GET', `/api/v10/channels/${id(8)}/messages`);
+    expectGenerated(res, 503);
+    expect(res.json()).toMatchObject({ code: 990005 });
+    expect(env.fake.received.length).toBe(0);
+    expect(env.proxy.app.scheduler.held).toBe(0);
+    broken = false;
+  });
+
   it("answers a 500 in Discord's shape, logs what broke without the token, and keeps serving", async () => {
+    env.fake.reset();
+    broken = 'learn';
     const path = `/api/v10/channels/${id(9)}/messages`;
     const res = await env.call('GET', path);
     expect(expectGenerated(res, 500)).toEqual({
       message: 'The proxy failed on this request; see its logs.',
       code: 0,
     });
-    expect(env.fake.received.length).toBe(0);
+    expect(env.fake.received.length).toBe(1);
     const line = logs.find((l) => l.includes('request failed inside the proxy'));
     expect(line).toBeDefined();
     expect(line).toContain('/channels/:id/messages');
+    expect(line).toContain('learn broke');
     expect(logs.join('\n')).not.toContain(BOT_A.split(' ')[1]!);
-    expect(env.proxy.app.scheduler.held).toBe(0);
     broken = false;
     expect((await env.call('GET', path)).status).toBe(200);
   });

@@ -62,9 +62,10 @@ describe('Scheduler', () => {
     const second = scheduler.acquire(req());
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(scheduler.held).toBe(2);
+    expect(client.held).not.toBeNull();
     client.leave();
     await expect(first).rejects.toMatchObject({ reason: 'aborted' });
-    expect(client.waiter).toBeNull();
+    expect(client.held).toBeNull();
     expect(scheduler.held).toBe(1);
     await expect(second).resolves.toMatchObject({ ok: true });
     expect(scheduler.held).toBe(0);
