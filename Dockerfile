@@ -43,4 +43,7 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.ADMIN_PORT || '9090') + '/healthz', { signal: AbortSignal.timeout(2500) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # node directly, not `npm start`: npm's prestart would rebuild, and npm does not pass SIGTERM on reliably as PID 1.
-CMD ["node", "dist/main.js"]
+# The flags are npm start's (test/deploy.test.ts keeps them equal). --max-semi-space-size=8 caps V8's young
+# generation at 8 MB per semi-space: a burst of thousands of held requests otherwise grows it to V8's default
+# maximum and RSS with it; `npm run bench` measured less memory while holding 10,000 and no loss of throughput.
+CMD ["node", "--max-semi-space-size=8", "dist/main.js"]

@@ -11,7 +11,15 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { fix, int, mb, ratio, rounded, table } from './lib/format.js';
-import { buildProxy, Harness, measure, type RunRecord, type Target, waitFor } from './lib/harness.js';
+import {
+  buildProxy,
+  Harness,
+  measure,
+  type RunRecord,
+  startFlags,
+  type Target,
+  waitFor,
+} from './lib/harness.js';
 import { type Machine, machine } from './lib/machine.js';
 import { fakeControl, metric, redisSnapshot, scrape } from './lib/observe.js';
 import { killAll, ROOT, rssBytes, sleep } from './lib/procs.js';
@@ -785,7 +793,7 @@ function render(): string {
     );
   }
   out.push(
-    `Mode: ${quick ? 'quick' : 'full'}${only.length ? `, only ${only.join(',')}` : ''}${values.pin ? ', pinned (targets on CPU 1, rest on CPU 0)' : ', unpinned'}`,
+    `Mode: ${quick ? 'quick' : 'full'}${only.length ? `, only ${only.join(',')}` : ''}${values.pin ? ', pinned (targets on CPU 1, rest on CPU 0)' : ', unpinned'}; proxy started as \`node ${[...startFlags(), 'dist/main.js'].join(' ')}\` (npm start)`,
   );
   const groups: Array<[string, number, string]> = [
     ['overhead-cpu', 64, 'Overhead, CPU-bound: fake latency none, 64 concurrent'],
@@ -1031,7 +1039,7 @@ function resultsJson(): unknown {
     timestamp: new Date().toISOString(),
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
     machine: report.machine,
-    mode: { quick, only, pinned: values.pin === true, windowsMs: D },
+    mode: { quick, only, pinned: values.pin === true, windowsMs: D, proxyNodeFlags: startFlags() },
     overhead: report.runs
       .filter((r) => r.group.startsWith('overhead') && isBest(r))
       .map((r) => ({

@@ -9,7 +9,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { InvalidBudget } from './budget.js';
-import type { ClientLink } from './client-link.js';
+import type { AbortSource, ClientLink } from './client-link.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
 import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
@@ -198,7 +198,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
         path: out.url,
         headers: out.headers,
         body: out.body,
-        signal: out.client.signal,
+        signal: out.client,
       });
     } catch (error) {
       upstreamMs += performance.now() - sentAt;
@@ -208,7 +208,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
       ctx.metrics.upstreamErrors.inc({ kind: error.kind });
       if (canRetry && (error.kind === 'connect' || idempotent)) {
         ctx.metrics.retries.inc({ reason: error.kind });
-        await backoff(attempt, out.client.signal);
+        await backoff(attempt, out.client);
         continue;
       }
       const answer =
@@ -231,7 +231,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
         await response.body.dump().catch(() => undefined);
-        await backoff(attempt, out.client.signal);
+        await backoff(attempt, out.client);
         continue;
       }
       return { kind: 'upstream', status, headers: response.headers, body: response.body, holdMs, upstreamMs };
@@ -384,19 +384,19 @@ function holdAnswer(error: HoldError): ProxyAnswer {
   }
 }
 
-function backoff(attempt: number, signal: AbortSignal): Promise<void> {
+function backoff(attempt: number, client: AbortSource): Promise<void> {
   const ms = RETRY_BASE_MS * 2 ** attempt * (0.5 + Math.random());
   return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
+    if (client.aborted) return resolve();
+    const stop = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      client.removeListener('abort', stop);
+      resolve();
+    }, ms);
+    client.once('abort', stop);
   });
 }
 

@@ -3,8 +3,11 @@
  * mapped to the few kinds the proxy acts on, because what may be retried depends on whether Discord could have
  * seen the request at all.
  */
+
+import type { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
+import type { AbortSource } from './client-link.js';
 
 export interface UpstreamOptions {
   readonly url: string;
@@ -20,7 +23,7 @@ export interface UpstreamRequest {
   /** Flat [name, value, name, value, …] list, in the client's order and case. */
   readonly headers: string[];
   readonly body: Buffer | Readable | null;
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSource;
 }
 
 /**
@@ -87,7 +90,8 @@ export class Upstream {
         path: req.path,
         headers: req.headers,
         body: req.body,
-        signal: req.signal,
+        // undici documents EventEmitter signals and uses only once/removeListener('abort') and `aborted`.
+        signal: req.signal as EventEmitter | undefined,
         headersTimeout: this.options.timeoutMs,
         bodyTimeout: this.options.timeoutMs,
       });

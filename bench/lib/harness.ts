@@ -5,7 +5,7 @@
  * opens and closes.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { systemBusyMs } from './machine.js';
@@ -56,6 +56,20 @@ export interface HarnessOptions {
 }
 
 const BUILD_DIR = 'bench/.tmp/dist';
+
+/**
+ * The Node.js flags of `npm start` (package.json), which the Dockerfile's CMD repeats (test/deploy.test.ts checks
+ * that they agree): the benchmark runs the proxy with the flags production uses.
+ */
+export function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const words = pkg.scripts.start.trim().split(/\s+/);
+  if (words[0] !== 'node' || words[words.length - 1] !== 'dist/main.js')
+    throw new Error(
+      `package.json: expected "start" to be "node [flags] dist/main.js", got "${pkg.scripts.start}"`,
+    );
+  return words.slice(1, -1);
+}
 
 /**
  * Compiles src/ the way `npm run build` does, into bench/.tmp/dist (git-ignored), so that the proxy runs as it
@@ -199,9 +213,12 @@ export class Harness {
       return startService({
         name,
         command: process.execPath,
-        args: this.options.proxyEntry.endsWith('.ts')
-          ? nodeArgs(this.options.proxyEntry)
-          : [this.options.proxyEntry],
+        args: [
+          ...startFlags(),
+          ...(this.options.proxyEntry.endsWith('.ts')
+            ? nodeArgs(this.options.proxyEntry)
+            : [this.options.proxyEntry]),
+        ],
         env: cleanEnv({
           PORT: String(port),
           ADMIN_PORT: String(adminPort),

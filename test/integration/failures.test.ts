@@ -44,6 +44,33 @@ describe('upstream failures', () => {
     },
   );
 
+  it('cuts the upstream request when its client goes away, instead of waiting it out', async () => {
+    env.fake.reset();
+    env.fake.failNext(1, 'hang');
+    const timeouts = async () =>
+      (await env.proxy.metrics.upstreamErrors.get()).values.find((v) => v.labels.kind === 'timeout')?.value ??
+      0;
+    const before = await timeouts();
+    const controller = new AbortController();
+    const path = `/api/v10/channels/${id(5)}/messages`;
+    const call = request(`${env.proxy.url}${path}`, {
+      headers: { authorization: BOT_A },
+      signal: controller.signal,
+      dispatcher: env.client,
+    }).then(
+      () => 'answered',
+      () => 'aborted',
+    );
+    await sleep(100);
+    expect(seen('GET', path)).toBe(1);
+    controller.abort();
+    expect(await call).toBe('aborted');
+    // Past UPSTREAM_TIMEOUT_MS (500): a request left to run would have timed out (and been retried) by now.
+    await sleep(900);
+    expect(await timeouts()).toBe(before);
+    expect(seen('GET', path)).toBe(1);
+  });
+
   it('retries a GET that hangs upstream, since it is idempotent', async () => {
     env.fake.reset();
     env.fake.failNext(1, 'hang');
