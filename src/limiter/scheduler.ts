@@ -466,6 +466,8 @@ class DeadlineHeap {
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
     this.timer = setTimeout(() => this.expire(), Math.max(1, Math.ceil(at - performance.now())));
+    // Held requests keep their sockets (and so the process) alive; dead entries alone must not.
+    this.timer.unref();
   }
 
   private expire(): void {
