@@ -87,8 +87,8 @@ function targetAnswer(problem: TargetProblem): ProxyAnswer {
 }
 
 /**
- * Not async on purpose: nothing here waits in a suspended frame. A held request is kept alive by a short promise
- * chain (see relay.ts), and Fastify gets no promise to track for a hijacked reply.
+ * Not async on purpose: nothing here waits in a suspended frame. A held request is kept alive by one Hold object
+ * the scheduler calls back (see relay.ts), and Fastify gets no promise to track for a hijacked reply.
  */
 function handle(opts: ProxyRouteOptions, request: FastifyRequest, reply: FastifyReply): void {
   reply.hijack();
