@@ -1,18 +1,18 @@
 /**
  * `npm run bench:heap [-- N]`: what one held request costs in the proxy's heap, object by object.
  *
- * Starts the fake Discord and the compiled proxy (as `npm start` runs it, plus --heapsnapshot-signal), warms the
+ * Starts the fake Discord and the compiled proxy through the benchmark's harness (as `npm start` runs it), warms the
  * proxy up, takes a heap snapshot, holds N requests (default 2,000) behind exhausted buckets, takes another, and
  * prints the difference per held request, grouped by what each object is (constructor, or what a closure, context,
  * array or string belongs to). Snapshots force a full GC, so this is retained memory only. Loopback only; bounded.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildProxy, startFlags } from './lib/harness.js';
-import { freePort, nodeArgs, ROOT, sleep } from './lib/procs.js';
+import { buildProxy, Harness } from './lib/harness.js';
+import { fakeControl, metric, scrape } from './lib/observe.js';
+import { killAll, sleep } from './lib/procs.js';
 import { botToken, channelId } from './lib/workloads.js';
 
 const HELD = Number(process.argv[2] ?? 2000);
@@ -113,73 +113,33 @@ function tally(file: string): Map<string, { count: number; bytes: number }> {
   return out;
 }
 
-function get(port: number, path: string, agent?: Agent, headers: Record<string, string> = {}) {
-  return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, agent, headers }, (res: IncomingMessage) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        body += chunk;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
+/** One request on `agent`, resolved when its answer has been read (or the request failed). */
+function call(port: number, path: string, agent: Agent, token: string): Promise<void> {
+  return new Promise((resolve) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, agent, headers: { authorization: token } },
+      (res) => {
+        res.resume();
+        res.on('end', resolve);
+      },
+    );
+    req.on('error', () => resolve());
     req.end();
   });
 }
 
-async function post(port: number, path: string, body: unknown): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST' }, (res) => {
-      res.resume();
-      res.on('end', () => resolve());
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
 async function main(): Promise<void> {
-  const entry = buildProxy();
-  if (!entry) process.exit(1);
-  const dir = mkdtempSync(join(tmpdir(), 'drlp-heap-'));
-  const children: ChildProcess[] = [];
+  const proxyEntry = buildProxy();
+  if (!proxyEntry) process.exit(1);
+  const logDir = mkdtempSync(join(tmpdir(), 'drlp-heap-'));
+  const h = new Harness({ logDir, placement: {}, proxyEntry });
   try {
-    const fakePort = await freePort();
-    const port = await freePort();
-    const adminPort = await freePort();
-    children.push(
-      spawn(
-        process.execPath,
-        nodeArgs('test/fake-discord/cli.ts', ['--port', String(fakePort), '--latency', 'none']),
-        { cwd: ROOT, stdio: 'ignore' },
-      ),
-    );
-    const proxy = spawn(process.execPath, [...startFlags(), '--heapsnapshot-signal=SIGUSR2', entry], {
-      cwd: dir,
-      stdio: ['ignore', 'ignore', 'inherit'],
-      env: {
-        PATH: process.env.PATH ?? '',
-        PORT: String(port),
-        ADMIN_PORT: String(adminPort),
-        HOST: '127.0.0.1',
-        ADMIN_HOST: '127.0.0.1',
-        UPSTREAM_URL: `http://127.0.0.1:${fakePort}`,
-        LOG_LEVEL: 'warn',
-      },
+    const fake = await h.fake('heap', 'none', 50);
+    // The snapshot flags go through NODE_OPTIONS, so the proxy starts exactly as the benchmark starts it.
+    const proxy = await h.proxy('proxy-heap', fake.url, {
+      NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${logDir}`,
     });
-    children.push(proxy);
-    for (let i = 0; ; i++) {
-      try {
-        await get(fakePort, '/__fake/stats');
-        await get(adminPort, '/healthz');
-        break;
-      } catch (error) {
-        if (i > 100) throw error;
-        await sleep(100);
-      }
-    }
-    await post(fakePort, '/__fake/policy', {
+    await fakeControl(fake.url, 'policy', {
       method: 'GET',
       template: '/channels/{id}/pins',
       limit: 1,
@@ -189,42 +149,29 @@ async function main(): Promise<void> {
     const warm = new Agent({ keepAlive: true });
     for (let i = 0; i < 2000; i += 16) {
       await Promise.all(
-        Array.from({ length: 16 }, () => get(port, '/api/v10/users/@me', warm, { authorization: token })),
+        Array.from({ length: 16 }, () => call(proxy.port, '/api/v10/users/@me', warm, token)),
       );
     }
     warm.destroy();
     await sleep(1000);
     const snapshot = async () => {
-      const before = new Set(readdirSync(dir));
-      proxy.kill('SIGUSR2');
+      const before = new Set(readdirSync(logDir));
+      proxy.child.kill('SIGUSR2');
       for (let waited = 0; waited < 60_000; waited += 250) {
         await sleep(250);
-        const file = readdirSync(dir).find((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
+        const file = readdirSync(logDir).find((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
         // Written in one go by V8; give it a moment after the name appears.
-        if (file) return sleep(1500).then(() => join(dir, file));
+        if (file) return sleep(1500).then(() => join(logDir, file));
       }
       throw new Error('no heap snapshot');
     };
     const idle = await snapshot();
     const holding = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
-    const held: ReturnType<typeof httpRequest>[] = [];
     for (let i = 0; i < HELD; i++) {
-      const req = httpRequest({
-        host: '127.0.0.1',
-        port,
-        agent: holding,
-        path: `/api/v10/channels/${channelId(5000 + (i % 10))}/pins`,
-        headers: { authorization: token },
-      });
-      req.on('error', () => undefined);
-      req.end();
-      held.push(req);
+      void call(proxy.port, `/api/v10/channels/${channelId(5000 + (i % 10))}/pins`, holding, token);
       if (i % 500 === 499) await sleep(50);
     }
-    const heldNow = async () => {
-      const { body } = await get(adminPort, '/metrics');
-      return Number(/^discord_proxy_held_requests (\S+)/m.exec(body)?.[1] ?? 0);
-    };
+    const heldNow = async () => metric(await scrape(proxy.admin), 'discord_proxy_held_requests');
     let count = 0;
     for (let i = 0; i < 150 && count < HELD - 10; i++) {
       await sleep(200);
@@ -233,7 +180,6 @@ async function main(): Promise<void> {
     await sleep(2000);
     count = await heldNow();
     const loaded = await snapshot();
-    for (const req of held) req.destroy();
     holding.destroy();
 
     const a = tally(idle);
@@ -254,9 +200,13 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    for (const child of children) child.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
+    rmSync(logDir, { recursive: true, force: true });
   }
 }
 
-await main();
+try {
+  await main();
+} finally {
+  killAll();
+}
