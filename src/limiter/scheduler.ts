@@ -157,14 +157,9 @@ export class Scheduler {
   }
 
   /**
-   * Resolves when the request may go upstream. Rejects with HoldError when its hold time runs out, the client
-   * goes away, or everything is paused by a Cloudflare ban.
+   * Tells `waiter` when the request may go upstream (admitted), or that it will not (refused with a HoldError):
+   * its hold time ran out, the client went away, or everything is paused by a Cloudflare ban.
    */
-  acquire(input: AdmitInput, opts: WaitOptions = {}): Promise<Admission> {
-    return new Promise((resolve, reject) => this.wait(input, { admitted: resolve, refused: reject }, opts));
-  }
-
-  /** acquire() for callers that hold many requests: the answer goes to `waiter` (see Waiter). */
   wait(input: AdmitInput, waiter: Waiter, opts: WaitOptions = {}): void {
     if (this.closing) {
       waiter.refused(new HoldError('shutting_down', 0));

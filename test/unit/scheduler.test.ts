@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ClientLink } from '../../src/client-link.js';
 import { MemoryStore } from '../../src/limiter/memory.js';
-import { HoldError, Scheduler } from '../../src/limiter/scheduler.js';
+import { type Admission, HoldError, Scheduler, type WaitOptions } from '../../src/limiter/scheduler.js';
 import type { AdmitInput, LimiterStore } from '../../src/limiter/types.js';
 
 const options = { resetMarginMs: 0, globalWindowMarginMs: 0, probeTimeoutMs: 1000 };
@@ -14,6 +14,13 @@ function counting(store: LimiterStore): LimiterStore & { admits: number } {
     return store.admit(input);
   };
   return wrapped;
+}
+
+/** The scheduler's callback API as a promise: admitted resolves, refused rejects. */
+function acquire(scheduler: Scheduler, input: AdmitInput, opts: WaitOptions = {}): Promise<Admission> {
+  return new Promise((resolve, reject) =>
+    scheduler.wait(input, { admitted: resolve, refused: reject }, opts),
+  );
 }
 
 const req = (over: Partial<AdmitInput> = {}): AdmitInput => ({
@@ -45,7 +52,7 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(store, { maxHoldMs: 100 });
     await exhausted(store, req(), 5000);
     const started = performance.now();
-    const error = await scheduler.acquire(req()).catch((e: unknown) => e);
+    const error = await acquire(scheduler, req()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(HoldError);
     expect((error as HoldError).reason).toBe('hold_timeout');
     expect((error as HoldError).retryAfterMs).toBeGreaterThan(4000);
@@ -58,8 +65,8 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     await exhausted(store, req(), 150);
     const client = new ClientLink();
-    const first = scheduler.acquire(req(), { client });
-    const second = scheduler.acquire(req());
+    const first = acquire(scheduler, req(), { client });
+    const second = acquire(scheduler, req());
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(scheduler.held).toBe(2);
     expect(client.held).not.toBeNull();
@@ -76,7 +83,7 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     await exhausted(store, req(), 300);
     store.admits = 0;
-    const held = Array.from({ length: 5000 }, () => scheduler.acquire(req()).catch((e: unknown) => e));
+    const held = Array.from({ length: 5000 }, () => acquire(scheduler, req()).catch((e: unknown) => e));
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(scheduler.held).toBe(5000);
     // A few asks on arrival (the fast path lets 8 be in flight per queue), then only the head asks.
@@ -105,7 +112,7 @@ describe('Scheduler', () => {
     const started = performance.now();
     await Promise.all(
       Array.from({ length: 40 }, (_, i) =>
-        scheduler.acquire(unbucketed(i)).then(() => admittedAt.push(performance.now() - started)),
+        acquire(scheduler, unbucketed(i)).then(() => admittedAt.push(performance.now() - started)),
       ),
     );
     // 40 requests at 10/s: four windows; every window of 1000 ms holds at most 10.
@@ -118,18 +125,18 @@ describe('Scheduler', () => {
     const store = new MemoryStore(options);
     const scheduler = new Scheduler(store, { maxHoldMs: 5000, maxHeld: 5, maxHeldPerIdentity: 3 });
     await exhausted(store, req(), 2000);
-    const held = [1, 2, 3].map(() => scheduler.acquire(req()).catch((e: unknown) => e));
+    const held = [1, 2, 3].map(() => acquire(scheduler, req()).catch((e: unknown) => e));
     await new Promise((resolve) => setTimeout(resolve, 10));
-    await expect(scheduler.acquire(req())).rejects.toMatchObject({ reason: 'overloaded' });
+    await expect(acquire(scheduler, req())).rejects.toMatchObject({ reason: 'overloaded' });
     const other = req({ identity: 'other' });
     await exhausted(store, other, 2000);
-    const otherHeld = [1, 2].map(() => scheduler.acquire(other).catch((e: unknown) => e));
+    const otherHeld = [1, 2].map(() => acquire(scheduler, other).catch((e: unknown) => e));
     await new Promise((resolve) => setTimeout(resolve, 10));
     const third = req({ identity: 'third' });
     await exhausted(store, third, 2000);
-    await expect(scheduler.acquire(third)).rejects.toMatchObject({ reason: 'overloaded' });
+    await expect(acquire(scheduler, third)).rejects.toMatchObject({ reason: 'overloaded' });
     // Caps bound what is held: a request that can go at once is never refused by them.
-    await expect(scheduler.acquire(req({ identity: 'fourth' }))).resolves.toMatchObject({ ok: true });
+    await expect(acquire(scheduler, req({ identity: 'fourth' }))).resolves.toMatchObject({ ok: true });
     expect(scheduler.held).toBe(5);
     scheduler.close();
     await Promise.all([...held, ...otherHeld]);
@@ -147,10 +154,10 @@ describe('Scheduler', () => {
         (e: unknown) => ({ ok: false, reason: (e as HoldError).reason, ms: performance.now() - started }),
       );
     // The head waits for the reset; behind it, arrival order is not deadline order.
-    const head = endedAt(scheduler.acquire(req()));
-    const long = endedAt(scheduler.acquire(req(), { maxHoldMs: 400 }));
-    const middle = endedAt(scheduler.acquire(req(), { maxHoldMs: 250 }));
-    const short = endedAt(scheduler.acquire(req(), { maxHoldMs: 100 }));
+    const head = endedAt(acquire(scheduler, req()));
+    const long = endedAt(acquire(scheduler, req(), { maxHoldMs: 400 }));
+    const middle = endedAt(acquire(scheduler, req(), { maxHoldMs: 250 }));
+    const short = endedAt(acquire(scheduler, req(), { maxHoldMs: 100 }));
     const results = await Promise.all([long, middle, short]);
     expect(await head).toMatchObject({ ok: true });
     expect(results.map((r) => r.ok)).toEqual([false, false, false]);
@@ -177,7 +184,7 @@ describe('Scheduler', () => {
     const deadlines = (scheduler as unknown as { deadlines: { heap: unknown[] } }).deadlines;
     for (let round = 0; round < 20; round++) {
       const clients = Array.from({ length: 500 }, () => new ClientLink());
-      const held = clients.map((client) => scheduler.acquire(req(), { client }).catch((e: unknown) => e));
+      const held = clients.map((client) => acquire(scheduler, req(), { client }).catch((e: unknown) => e));
       await new Promise((resolve) => setTimeout(resolve, 5));
       for (const client of clients) client.leave();
       await Promise.all(held);
@@ -188,7 +195,7 @@ describe('Scheduler', () => {
     // A client that left before its request was queued is not held at all.
     const gone = new ClientLink();
     gone.leave();
-    await expect(scheduler.acquire(req(), { client: gone })).rejects.toMatchObject({ reason: 'aborted' });
+    await expect(acquire(scheduler, req(), { client: gone })).rejects.toMatchObject({ reason: 'aborted' });
     expect(scheduler.held).toBe(0);
     scheduler.close();
   });
