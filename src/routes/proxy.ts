@@ -130,51 +130,40 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
       413,
     );
   }
-  const start: Start = { method, url, route, startedAt };
-  if (declared !== undefined && declared > 0) {
+  // A chunked body declares no length: count it as it streams, and stop it at BODY_LIMIT_BYTES.
+  const buffered = declared !== undefined && declared > 0;
+  const limited =
+    !buffered && req.headers['transfer-encoding'] !== undefined
+      ? limitBody(req, opts.bodyLimitBytes)
+      : undefined;
+  const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
+  if (buffered) {
     // Small bodies are kept so that a 429 can be retried for the client; large uploads stream through once.
-    if (declared > opts.retryBodyLimitBytes) return forward(opts, req, res, start, req);
+    if (declared > opts.retryBodyLimitBytes) return forward(opts, req, url, route, client, req);
     readBody(req, declared).then((body) => {
       // undefined: the client went away while sending its body.
       if (body === undefined) return;
       try {
-        forward(opts, req, res, start, body);
+        forward(opts, req, url, route, client, body);
       } catch (error) {
-        failed(opts, res, method, route.template, startedAt, error);
+        client.fail(error);
       }
     });
     return;
   }
-  if (req.headers['transfer-encoding'] !== undefined) {
-    // A chunked body declares no length: count it as it streams, and stop it at BODY_LIMIT_BYTES.
-    const limited = limitBody(req, opts.bodyLimitBytes);
-    return forward(opts, req, res, start, limited.stream, limited);
-  }
-  forward(opts, req, res, start, null);
-}
-
-/** What is known of a request once it is classified. */
-interface Start {
-  readonly method: string;
-  readonly url: string;
-  readonly route: ReturnType<typeof classify>;
-  readonly startedAt: number;
+  forward(opts, req, url, route, client, limited ? limited.stream : null);
 }
 
 function forward(
   opts: ProxyRouteOptions,
   req: IncomingMessage,
-  res: ServerResponse,
-  start: Start,
+  url: string,
+  route: ReturnType<typeof classify>,
+  client: ProxyClient,
   body: Buffer | Readable | null,
-  limited?: ReturnType<typeof limitBody>,
 ): void {
-  const { method, url, route, startedAt } = start;
+  const { method, startedAt } = client;
   const identity = opts.identify(headerValue(req.headers.authorization));
-  const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
-  res.on('close', () => {
-    if (!res.writableFinished) client.leave();
-  });
   const requested = Number(req.headers[MAX_HOLD_HEADER]);
   const maxHold = requested > 0 ? Math.min(requested, opts.maxHoldMs) : opts.maxHoldMs;
   const out: Outgoing = {
@@ -208,12 +197,15 @@ class ProxyClient extends ClientLink implements RelayClient {
   constructor(
     private readonly opts: ProxyRouteOptions,
     private readonly res: ServerResponse,
-    private readonly method: string,
+    readonly method: string,
     private readonly template: string,
-    private readonly startedAt: number,
+    readonly startedAt: number,
     private readonly limited: ReturnType<typeof limitBody> | undefined,
   ) {
     super();
+    res.on('close', () => {
+      if (!res.writableFinished) this.leave();
+    });
   }
 
   settle(outcome: RelayOutcome): void {
