@@ -20,13 +20,12 @@ import Fastify, {
 import type { Logger } from 'pino';
 import { InvalidBudget } from './budget.js';
 import type { Config } from './config.js';
-import { ConnectWatch } from './connect-watch.js';
 import { classify, normalizeApiPath } from './discord/classify.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
 import type { Identity } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
 import { Scheduler } from './limiter/scheduler.js';
-import { GLOBAL_WINDOW_MS, type LimiterStore } from './limiter/types.js';
+import type { LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 import { registerAdmin } from './routes/admin.js';
 import { registerProxy, writeAnswer } from './routes/proxy.js';
@@ -152,10 +151,6 @@ export function buildApp(deps: AppDeps): App {
     onHeldChange: (delta) => metrics.held.inc(delta),
   });
   const budget = new InvalidBudget(store, metrics, config.invalidRequestBudget);
-  const connects = new ConnectWatch(
-    new URL(config.upstreamUrl).origin,
-    GLOBAL_WINDOW_MS + config.globalWindowMarginMs,
-  );
   const globalLimitFor = (identity: Identity): number =>
     (identity.botId && config.globalRateLimitOverrides.get(identity.botId)) || config.globalRateLimit;
 
@@ -325,7 +320,6 @@ export function buildApp(deps: AppDeps): App {
     bodyLimitBytes: config.bodyLimitBytes,
     retryBodyLimitBytes: config.retryBodyLimitBytes,
     proxyAuth: config.proxyAuthToken ? createProxyAuth(config.proxyAuthToken) : undefined,
-    windowPad: () => connects.padMs(),
   });
 
   const admin = Fastify({
@@ -370,7 +364,6 @@ export function buildApp(deps: AppDeps): App {
     // relay answers itself (a retry it attempts meets the closed scheduler and becomes a 503 too).
     scheduler.close();
     budget.close();
-    connects.close();
     const upstreamClosed = drained ? upstream.close() : upstream.destroy();
     if (!(await drain.wait(FLUSH_GRACE_MS))) {
       log.warn({ open: drain.size }, 'closing connections that are still open');

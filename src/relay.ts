@@ -131,7 +131,7 @@ class Hold implements Waiter {
     ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
     // Held requests were checked when they arrived; the budget may have filled while they waited.
     if (ctx.budget.exhausted) {
-      learn(ctx, out.admit, admission, {});
+      learn(ctx, out.admit, admission, { unsent: true });
       this.go(overBudget(ctx, this.holdMs + waited, this.upstreamMs));
     } else this.go({ admission, holdMs: this.holdMs + waited });
   }
@@ -202,7 +202,9 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
       });
     } catch (error) {
       upstreamMs += performance.now() - sentAt;
-      learn(ctx, out.admit, admission, {});
+      // A failed connect never reached Discord: its slots are free again at once.
+      const unsent = error instanceof UpstreamError && error.kind === 'connect';
+      learn(ctx, out.admit, admission, { unsent });
       if (!(error instanceof UpstreamError)) throw error;
       if (error.kind === 'aborted') return { kind: 'aborted', holdMs, upstreamMs };
       ctx.metrics.upstreamErrors.inc({ kind: error.kind });
@@ -226,7 +228,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     const rl = parseRateLimitHeaders(response.headers);
 
     if (status !== 429) {
-      learn(ctx, out.admit, admission, bucketFacts(rl, status));
+      learn(ctx, out.admit, admission, answerFacts(rl, status, admission));
       if (status === 401 || status === 403 || status === 404) knownBad(ctx, out, status);
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
@@ -293,11 +295,33 @@ async function on429(
       });
       return;
     default:
+      if (rl.bucket === undefined && rl.limit === undefined) {
+        // A route whose answers carry no rate-limit headers has a limit after all (docs/discord-ratelimits.md
+        // §6.4): with no bucket to block, hold this route on this major parameter for the wait, as a sublimit
+        // would, and send its requests one at a time from now on.
+        learn(ctx, admit, admission, {
+          sublimitDelay: { tag: admit.sublimit, ms: wait },
+          limitedWithoutHeaders: true,
+        });
+        return;
+      }
       learn(ctx, admit, admission, { ...bucketFacts(rl, 429), remaining: 0, blockMs: wait });
   }
 }
 
-type Facts = Omit<LearnInput, 'identity' | 'routeKey' | 'major' | 'bucket' | 'probe'>;
+type Facts = Omit<LearnInput, 'identity' | 'routeKey' | 'major' | 'bucket' | 'probe' | 'window' | 'slot'>;
+
+/**
+ * What an answer other than a 429 teaches. An error (a 404 on a message delete, say) can come from another bucket
+ * than the route's successes (docs/discord-ratelimits.md §2.3): it must not re-map the route, and its counters
+ * only apply when it names the bucket the request was admitted to.
+ */
+function answerFacts(rl: RateLimitHeaders, status: number, admission: Admission): Facts {
+  const facts = bucketFacts(rl, status);
+  if (status < 400 || rl.bucket === undefined) return facts;
+  const admittedHash = admission.bucket?.split('|')[1];
+  return admittedHash === rl.bucket && !admission.probe ? facts : {};
+}
 
 function bucketFacts(rl: RateLimitHeaders, status: number): Facts {
   const known = rl.limit !== undefined && rl.remaining !== undefined && rl.resetAfterMs !== undefined;
@@ -311,13 +335,17 @@ function bucketFacts(rl: RateLimitHeaders, status: number): Facts {
   };
 }
 
-/** Learning never delays the answer; waiters of the same queue are woken as soon as it has landed. */
+/**
+ * Ends one admission in the store with what its answer taught. Learning never delays the answer; waiters of the
+ * same queue are woken as soon as it has landed.
+ */
 function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts: Facts): void {
-  // A route already known to be unbucketed that answered without rate-limit facts teaches nothing: skipping it
-  // saves a store call (a Redis round trip) on every such request.
+  // A route known to be unbucketed, exempt from the global window, that answered without rate-limit facts holds
+  // nothing to end and teaches nothing: skipping it saves a store call (a Redis round trip) per such request.
   if (
     admission.bucket === null &&
     !admission.probe &&
+    !admission.slot &&
     facts.hash === undefined &&
     facts.limit === undefined &&
     facts.blockMs === undefined &&
@@ -325,12 +353,22 @@ function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts
   ) {
     return;
   }
-  const input: LearnInput = {
+  ctx.store.learn(learnInput(admit, admission, facts)).then(
+    () => ctx.scheduler.wake(admit),
+    (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
+  );
+}
+
+function learnInput(admit: AdmitInput, admission: Admission, facts: Facts): LearnInput {
+  return {
     identity: admit.identity,
     routeKey: admit.routeKey,
     major: admit.major,
     bucket: admission.bucket,
     probe: admission.probe,
+    window: admission.window,
+    slot: admission.slot,
+    unsent: facts.unsent ?? false,
     hash: facts.hash,
     limit: facts.limit,
     remaining: facts.remaining,
@@ -339,10 +377,6 @@ function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts
     blockMs: facts.blockMs,
     sublimitDelay: facts.sublimitDelay,
   };
-  ctx.store.learn(input).then(
-    () => ctx.scheduler.wake(admit),
-    (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
-  );
 }
 
 /**

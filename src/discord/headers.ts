@@ -87,8 +87,10 @@ export function classifyResponse(
 }
 
 /**
- * How long to wait after a 429: the longer of the body's float `retry_after` and the Retry-After header,
- * since they disagree on shared limits (§1.2) and the header is rounded to whole seconds.
+ * How long to wait after a 429: the body's float `retry_after`, unless the Retry-After header asks for longer than
+ * its rounding explains. The header is normally the body's wait rounded up to whole seconds (§1.2), and pausing
+ * a whole identity for that rounded-up second after a global 429 would waste most of it; but the two have been
+ * seen to disagree (discord-api-docs #7394), and then the longer is the safe one.
  */
 export function retryAfterMs(
   rl: RateLimitHeaders,
@@ -97,7 +99,7 @@ export function retryAfterMs(
   const seconds = body?.retry_after;
   const bodyMs = typeof seconds === 'number' && seconds >= 0 ? secondsToMs(seconds) : Number.NaN;
   const fromBody = Number.isSafeInteger(bodyMs) ? bodyMs : undefined;
-  // The body carries the actual wait; the header is its ceiling in whole seconds (discord-ratelimits.md §1.2).
-  // Pausing a whole identity for the rounded-up second after a global 429 would waste most of that second.
-  return fromBody ?? rl.retryAfterMs;
+  const header = rl.retryAfterMs;
+  if (fromBody === undefined) return header;
+  return header !== undefined && header - fromBody >= 1000 ? header : fromBody;
 }

@@ -3,31 +3,67 @@
  * (lua/admit-*.lua, lua/learn-*.lua) implement the same rules line for line, and the contract suite holds both
  * to the same behaviour.
  *
- * Discord's windows start at the first request after a reset (discord-ratelimits.md §1.3) and we only learn
- * where a window ends from the responses, so after a local reset the bucket is "fresh": up to `limit` requests
- * may go, and the first response from the new window tells us when it ends. Responses from an older window that
- * arrive late are recognised by their earlier reset and ignored.
+ * Discord's windows start at the first request that *arrives* after a reset (docs/discord-ratelimits.md §1.3),
+ * and we only learn where a window ends from the answers, which come back late and out of order. So:
+ *
+ * - every local reset starts a numbered window; admissions carry its number and an answer only says where the
+ *   window ends if it belongs to the current one (an answer from an earlier window, however late, is ignored);
+ * - the first answer of a window sets its end (now + Reset-After + margin, however small Reset-After is);
+ * - requests admitted but not yet answered may land in Discord's next window, so a local reset hands out only
+ *   `limit - in flight`.
+ *
+ * The invariant: the requests a bucket admits in one local window plus those still in flight at its start never
+ * exceed `limit`, and a local window never starts before the end of the Discord window its predecessor's first
+ * answer described. Since the local reset is always at or after Discord's (Reset-After is measured after the
+ * request arrived), no Discord window receives more than `limit` of our requests, whatever the latency.
  */
-import { type AdmitResult, PROBE_POLL_MS, SAME_WINDOW_TOLERANCE_MS, STALLED_WINDOW_MS } from './types.js';
+import { type AdmitResult, PROBE_POLL_MS, STALLED_WINDOW_MS } from './types.js';
 
 export interface BucketState {
   /** Unknown until a response tells us; while unknown, one probe request goes at a time. */
   limit?: number;
   remaining: number;
-  /** When the current window ends (store clock, ms), margin included. */
+  /** When the current window ends (store clock, ms), margin included; while `fresh`, when it started. */
   resetAt: number;
-  /** Reset locally; waiting for the first response of the new window to learn when it ends. */
+  /** Reset locally; waiting for the first answer of the new window to learn when it ends. */
   fresh: boolean;
   /** A shared or route 429 delays the bucket until then. */
   blockedUntil: number;
   /** The unknown bucket's probe is out until then (expires so a crashed replica cannot hold it forever). */
   probeUntil: number;
+  /** Number of the current local window: counted up at each local reset. */
+  window: number;
+  /** Admitted requests not yet answered, of any window. */
+  inflight: number;
+  /** When the newest of them stops counting (a crashed replica never reports back). */
+  inflightUntil: number;
 }
 
 export type Wait = Extract<AdmitResult, { ok: false }>;
 
 export function emptyBucket(): BucketState {
-  return { remaining: 0, resetAt: 0, fresh: false, blockedUntil: 0, probeUntil: 0 };
+  return {
+    remaining: 0,
+    resetAt: 0,
+    fresh: false,
+    blockedUntil: 0,
+    probeUntil: 0,
+    window: 0,
+    inflight: 0,
+    inflightUntil: 0,
+  };
+}
+
+function inFlight(s: BucketState, now: number): number {
+  return now < s.inflightUntil ? s.inflight : 0;
+}
+
+/** The window is over and a request would start a new one. */
+function windowOver(s: BucketState, now: number): boolean {
+  if (!s.fresh) return now >= s.resetAt;
+  // Everything of a new window is out and every answer came back without facts (errors): after a while, start
+  // again rather than wait for an answer that will not come.
+  return s.remaining <= 0 && inFlight(s, now) === 0 && now >= s.resetAt + STALLED_WINDOW_MS;
 }
 
 /** Why a request must wait for this bucket, or null when it may go now. Does not change the state. */
@@ -38,26 +74,43 @@ export function checkBucket(s: BucketState, now: number): Wait | null {
       ? { ok: false, reason: 'probe', waitMs: Math.min(PROBE_POLL_MS, s.probeUntil - now) }
       : null;
   }
-  if (s.remaining > 0) return null;
-  if (!s.fresh) return now >= s.resetAt ? null : { ok: false, reason: 'bucket', waitMs: s.resetAt - now };
-  // Everything of the new window is out and no response has said when it ends yet: ask again shortly.
-  return now >= s.resetAt + STALLED_WINDOW_MS ? null : { ok: false, reason: 'bucket', waitMs: PROBE_POLL_MS };
+  const over = windowOver(s, now);
+  if ((over ? s.limit - inFlight(s, now) : s.remaining) > 0) return null;
+  if (!s.fresh && !over) return { ok: false, reason: 'bucket', waitMs: s.resetAt - now };
+  // Waiting for answers: of the new window (to learn its end), or of the old one still in flight (each may land
+  // in the next window). Their learn() wakes the queue; the poll is only a safety net.
+  const stalledAt = s.fresh && inFlight(s, now) === 0 ? s.resetAt + STALLED_WINDOW_MS : s.inflightUntil;
+  return { ok: false, reason: 'bucket', waitMs: Math.max(1, Math.min(PROBE_POLL_MS, stalledAt - now)) };
 }
 
-/** Takes one slot after checkBucket allowed it; returns true when this request is the unknown bucket's probe. */
-export function takeBucket(s: BucketState, now: number, probeTimeoutMs: number): boolean {
+/**
+ * Takes one slot after checkBucket allowed it. Returns whether this request is the unknown bucket's probe, and
+ * the window it was counted in.
+ */
+export function takeBucket(
+  s: BucketState,
+  now: number,
+  timeoutMs: number,
+): { probe: boolean; window: number } {
   if (s.limit === undefined) {
-    s.probeUntil = now + probeTimeoutMs;
-    return true;
+    s.probeUntil = now + timeoutMs;
+    return { probe: true, window: s.window };
   }
-  const windowOver = now >= s.resetAt && (!s.fresh || s.remaining <= 0);
-  if (windowOver) {
-    if (s.fresh) s.resetAt = now; // stalled: restart the wait for a first response
-    s.remaining = s.limit;
+  if (windowOver(s, now)) {
+    s.window += 1;
     s.fresh = true;
+    s.resetAt = now;
+    s.remaining = s.limit - inFlight(s, now);
   }
   s.remaining -= 1;
-  return false;
+  s.inflight = inFlight(s, now) + 1;
+  s.inflightUntil = now + timeoutMs;
+  return { probe: false, window: s.window };
+}
+
+/** Ends one admission of this bucket that was counted in flight (not a probe). */
+export function endInFlight(s: BucketState): void {
+  if (s.inflight > 0) s.inflight -= 1;
 }
 
 export interface BucketFacts {
@@ -67,8 +120,18 @@ export interface BucketFacts {
   readonly blockMs?: number | undefined;
 }
 
-/** Applies one response's headers. Never raises `remaining` above what we counted ourselves. */
-export function learnBucket(s: BucketState, facts: BucketFacts, now: number, marginMs: number): void {
+/**
+ * Applies one response's headers. `window` is the local window the request was admitted in, or undefined when
+ * the answer describes another bucket than the one that admitted it (a probe, a changed hash). Never raises
+ * `remaining` above what we counted ourselves, and never moves a known window's end earlier.
+ */
+export function learnBucket(
+  s: BucketState,
+  facts: BucketFacts,
+  now: number,
+  marginMs: number,
+  window: number | undefined,
+): void {
   if (facts.blockMs !== undefined) s.blockedUntil = Math.max(s.blockedUntil, now + facts.blockMs);
   const { limit, remaining, resetAfterMs } = facts;
   if (limit === undefined || remaining === undefined || resetAfterMs === undefined) return;
@@ -82,18 +145,15 @@ export function learnBucket(s: BucketState, facts: BucketFacts, now: number, mar
     return;
   }
   s.limit = limit;
-  // An answer that left Discord after its window had ended (latency longer than the window's rest) says
-  // "resets in 0": it describes no window still running, least of all a new one.
-  if (resetAfterMs <= SAME_WINDOW_TOLERANCE_MS) return;
-  if (reset > s.resetAt + SAME_WINDOW_TOLERANCE_MS) {
-    // A window that ends later than the one we knew: the first answer after a local reset, or a request that
-    // reached Discord just after its reset.
+  if (window === s.window && s.fresh) {
+    // The first answer of this window: it ends when this answer says, even "in 0" (a window already over).
     s.resetAt = reset;
     s.fresh = false;
     s.remaining = Math.min(s.remaining, remaining);
-  } else if (!s.fresh && reset >= s.resetAt - SAME_WINDOW_TOLERANCE_MS) {
+  } else if (window === s.window || window === undefined) {
     s.remaining = Math.min(s.remaining, remaining);
-    s.resetAt = Math.max(s.resetAt, reset);
+    // A request that reached Discord after the window we know ended started another one: wait for its end too.
+    if (!s.fresh) s.resetAt = Math.max(s.resetAt, reset);
   }
-  // Otherwise the answer belongs to a window that is already over: it says nothing about the current one.
+  // Otherwise the answer belongs to an earlier window: it says nothing about the current one.
 }

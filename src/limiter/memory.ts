@@ -2,7 +2,14 @@
  * In-process limiter state for a single replica. The decision rules live in bucket-rules.ts and are the same ones
  * the Redis scripts implement; this file only keeps the state in Maps and sweeps what has gone stale.
  */
-import { type BucketState, checkBucket, emptyBucket, learnBucket, takeBucket } from './bucket-rules.js';
+import {
+  type BucketState,
+  checkBucket,
+  emptyBucket,
+  endInFlight,
+  learnBucket,
+  takeBucket,
+} from './bucket-rules.js';
 import {
   type AdmitInput,
   type AdmitResult,
@@ -17,18 +24,25 @@ import {
 } from './types.js';
 
 const UNBUCKETED = '';
+/** A route limited without rate-limit headers: admitted like an unknown bucket, one probe at a time. */
+const HEADERLESS = '!';
 // Long enough that a bucket idle for this long has certainly reset; keeps memory flat with 100k channels.
 const IDLE_EXPIRY_MS = 10 * 60_000;
 
 interface GlobalWindow {
-  /** Ring of the last `limit` admission times: a request may go when the oldest is a full window old. */
-  times: Float64Array;
-  next: number;
+  /**
+   * The identity's admissions that still count, by slot id → when they stop counting: a full window after their
+   * answer came back (while in flight, after the in-flight timeout and a window). A request may go while fewer
+   * than `limit` count: it cannot reach Discord within a window of any of the others' arrival, however long
+   * they were in transit.
+   */
+  readonly slots: Map<string, number>;
   touched: number;
 }
 
 export class MemoryStore implements LimiterStore {
-  private readonly hashes = new Map<string, { hash: string; touched: number }>();
+  /** Route → bucket hash, with when the mapping may be forgotten. */
+  private readonly hashes = new Map<string, { hash: string; until: number }>();
   private readonly buckets = new Map<string, BucketState>();
   private readonly globals = new Map<string, GlobalWindow>();
   private readonly pauses = new Map<string, number>();
@@ -38,6 +52,7 @@ export class MemoryStore implements LimiterStore {
   /** Invalid responses per INVALID_SLOT_MS slot, by slot number. */
   private readonly invalidSlots = new Map<number, number>();
   private cloudflareUntil = 0;
+  private nextSlot = 0;
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(
@@ -72,7 +87,8 @@ export class MemoryStore implements LimiterStore {
     if (subUntil !== undefined && subUntil > now)
       return { ok: false, reason: 'sublimit', waitMs: subUntil - now };
 
-    const hash = this.hashes.get(`${input.identity}|${input.routeKey}`)?.hash;
+    const mapped = this.hashes.get(`${input.identity}|${input.routeKey}`)?.hash;
+    const hash = mapped === HEADERLESS ? undefined : mapped;
     const bucket =
       hash === UNBUCKETED ? null : `${input.identity}|${hash ?? `unk:${input.routeKey}`}|${input.major}`;
     let state: BucketState | undefined;
@@ -81,23 +97,22 @@ export class MemoryStore implements LimiterStore {
       const wait = checkBucket(state, now) ?? this.probeBeforeHash(input, hash, state, now);
       if (wait) return wait;
     }
+    let slot = '';
     if (input.globalLimit > 0) {
-      const global = this.globalFor(input.identity, input.globalLimit, now);
-      const oldest = global.times[global.next]!;
-      const windowMs = GLOBAL_WINDOW_MS + this.options.globalWindowMarginMs + (input.windowPadMs ?? 0);
-      if (oldest > 0 && now - oldest < windowMs)
-        return { ok: false, reason: 'global', waitMs: oldest + windowMs - now };
-      global.times[global.next] = now;
-      global.next = (global.next + 1) % global.times.length;
+      const global = this.globalFor(input.identity, now);
+      const wait = globalWait(global, input.globalLimit, now, this.windowMs());
+      if (wait > 0) return { ok: false, reason: 'global', waitMs: wait };
+      slot = String(++this.nextSlot);
+      global.slots.set(slot, now + this.options.probeTimeoutMs + this.windowMs());
       global.touched = now;
     }
     // Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
-    let probe = false;
+    let taken = { probe: false, window: 0 };
     if (bucket !== null && state) {
-      probe = takeBucket(state, now, this.options.probeTimeoutMs);
+      taken = takeBucket(state, now, this.options.probeTimeoutMs);
       this.buckets.set(bucket, state);
     }
-    return { ok: true, bucket, probe };
+    return { ok: true, bucket, probe: taken.probe, window: taken.window, slot };
   }
 
   /**
@@ -114,20 +129,25 @@ export class MemoryStore implements LimiterStore {
 
   async learn(input: LearnInput): Promise<void> {
     const now = this.now();
+    this.endGlobalSlot(input, now);
     const routeHashKey = `${input.identity}|${input.routeKey}`;
-    if (input.hash) this.hashes.set(routeHashKey, { hash: input.hash, touched: now });
-    else if (input.unbucketed) this.hashes.set(routeHashKey, { hash: UNBUCKETED, touched: now });
+    // A mapping lives at least as long as the block it leads to: forgotten earlier, the next request would
+    // probe as an unknown bucket, skip the block and draw a 429.
+    const mappedUntil = now + IDLE_EXPIRY_MS + (input.blockMs ?? 0);
+    if (input.hash) this.hashes.set(routeHashKey, { hash: input.hash, until: mappedUntil });
+    else if (input.limitedWithoutHeaders)
+      this.hashes.set(routeHashKey, { hash: HEADERLESS, until: mappedUntil });
+    else if (input.unbucketed && this.hashes.get(routeHashKey)?.hash !== HEADERLESS)
+      this.hashes.set(routeHashKey, { hash: UNBUCKETED, until: mappedUntil });
 
-    if (input.probe && input.bucket !== null) {
-      const probed = this.buckets.get(input.bucket);
+    const admitted = input.bucket === null ? undefined : this.buckets.get(input.bucket);
+    if (admitted && input.probe && admitted.limit === undefined) {
       // A probe that found no limits leaves nothing to keep; one that did is converted in place below.
-      if (probed && probed.limit === undefined) {
-        probed.probeUntil = 0;
-        if (!input.hash || input.bucket !== `${input.identity}|${input.hash}|${input.major}`) {
-          this.buckets.delete(input.bucket);
-        }
+      admitted.probeUntil = 0;
+      if (!input.hash || input.bucket !== `${input.identity}|${input.hash}|${input.major}`) {
+        this.buckets.delete(input.bucket!);
       }
-    }
+    } else if (admitted && !input.probe) endInFlight(admitted);
     if (input.sublimitDelay) {
       const key = sublimitKey(input, input.sublimitDelay.tag);
       this.sublimits.set(key, Math.max(this.sublimits.get(key) ?? 0, now + input.sublimitDelay.ms));
@@ -137,8 +157,22 @@ export class MemoryStore implements LimiterStore {
     const state = this.buckets.get(target);
     if (!state && !input.hash) return;
     const next = state ?? emptyBucket();
-    learnBucket(next, input, now, this.options.resetMarginMs);
+    const sameBucket = target === input.bucket && !input.probe;
+    learnBucket(next, input, now, this.options.resetMarginMs, sameBucket ? (input.window ?? 0) : undefined);
     this.buckets.set(target, next);
+  }
+
+  /** The request's global slot counts a full window past its answer; one that never left counts no more. */
+  private endGlobalSlot(input: LearnInput, now: number): void {
+    if (!input.slot) return;
+    const global = this.globals.get(input.identity);
+    if (!global?.slots.has(input.slot)) return;
+    if (input.unsent) global.slots.delete(input.slot);
+    else global.slots.set(input.slot, now + this.windowMs());
+  }
+
+  private windowMs(): number {
+    return GLOBAL_WINDOW_MS + this.options.globalWindowMarginMs;
   }
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {
@@ -188,25 +222,44 @@ export class MemoryStore implements LimiterStore {
   }
 
   sweep(): void {
-    const cutoff = this.now() - IDLE_EXPIRY_MS;
+    const now = this.now();
+    const cutoff = now - IDLE_EXPIRY_MS;
     for (const [key, state] of this.buckets) {
       if (Math.max(state.resetAt, state.probeUntil, state.blockedUntil) < cutoff) this.buckets.delete(key);
     }
-    for (const [key, value] of this.hashes) if (value.touched < cutoff) this.hashes.delete(key);
+    for (const [key, value] of this.hashes) if (value.until < now) this.hashes.delete(key);
     for (const [key, until] of this.sublimits) if (until < cutoff) this.sublimits.delete(key);
     for (const [key, until] of this.marks) if (until < cutoff) this.marks.delete(key);
     for (const [key, global] of this.globals) if (global.touched < cutoff) this.globals.delete(key);
     for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
   }
 
-  private globalFor(identity: string, limit: number, now: number): GlobalWindow {
+  private globalFor(identity: string, now: number): GlobalWindow {
     let global = this.globals.get(identity);
-    if (!global || global.times.length !== limit) {
-      global = { times: new Float64Array(limit), next: 0, touched: now };
+    if (!global) {
+      global = { slots: new Map(), touched: now };
       this.globals.set(identity, global);
     }
     return global;
   }
+}
+
+/**
+ * How long until one more request may go in this global window (0: now). Slots that stopped counting are dropped
+ * on the way. When the soonest to stop counting is still in flight, the wait is unknown but at least a window
+ * (its answer could come now): that is what the caller gets, and it asks again then.
+ */
+function globalWait(global: GlobalWindow, limit: number, now: number, windowMs: number): number {
+  let counting = 0;
+  let soonest = Number.POSITIVE_INFINITY;
+  for (const [slot, until] of global.slots) {
+    if (until <= now) global.slots.delete(slot);
+    else {
+      counting += 1;
+      if (until < soonest) soonest = until;
+    }
+  }
+  return counting < limit ? 0 : Math.min(soonest - now, windowMs);
 }
 
 const MARK_SCOPES: readonly MarkScope[] = ['revoked', 'gone', 'forbidden'];

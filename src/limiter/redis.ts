@@ -6,7 +6,7 @@
  *   P{I}:pause                          STRING, PX = remaining global-429 pause of the identity
  *   P{I}:sub:<routeKey>|<major>|<tag>   STRING, PX = remaining sublimit delay
  *   P{I}:route:<routeKey>               STRING: bucket hash ("" = not bucketed), PX = keyTtlMs after last learned
- *   P{I}:global                         LIST: the identity's last `globalLimit` admission times, newest first
+ *   P{I}:gslots                         ZSET: the identity's admissions that still count in its global window
  *   P{I}:bucket:<hash>|<major>          HASH: one bucket's state (unknown buckets: <hash> = "unk:<routeKey>")
  *   P{I}:bad                            HASH: known-bad marks (revoked token, gone webhook, forbidden route)
  *   Pcloudflare                         STRING, PX = remaining egress-wide Cloudflare pause
@@ -29,7 +29,6 @@ import {
   type LimiterStore,
   type MarkScope,
   PROBE_POLL_MS,
-  SAME_WINDOW_TOLERANCE_MS,
   STALLED_WINDOW_MS,
   type StoreOptions,
   type WaitReason,
@@ -90,7 +89,7 @@ function script(file: string): { lua: string; numberOfKeys: number } {
 
 const SCRIPTS = {
   drlpAdmit: script('admit-5.lua'),
-  drlpLearn: script('learn-4.lua'),
+  drlpLearn: script('learn-5.lua'),
   drlpPause: script('pause-1.lua'),
   drlpMark: script('mark-1.lua'),
   drlpInvalid: script('invalid-1.lua'),
@@ -159,13 +158,13 @@ export class RedisStore implements LimiterStore {
       `${base}pause`,
       `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
       `${base}route:${input.routeKey}`,
-      `${base}global`,
+      `${base}gslots`,
       `${base}bad`,
       `${base}bucket:`,
       input.routeKey,
       input.major,
       input.globalLimit,
-      this.windowMs + (input.windowPadMs ?? 0),
+      this.windowMs,
       this.options.probeTimeoutMs,
       this.keyTtlMs,
       PROBE_POLL_MS,
@@ -177,29 +176,33 @@ export class RedisStore implements LimiterStore {
   async learn(input: LearnInput): Promise<void> {
     const base = this.identityBase(input.identity);
     const route = `${base}route:${input.routeKey}`;
-    const probed = this.bucketKey(input.identity, input.bucket);
-    const target = input.hash ? `${base}bucket:${input.hash}|${input.major}` : probed;
+    const admitted = this.bucketKey(input.identity, input.bucket);
+    const target = input.hash ? `${base}bucket:${input.hash}|${input.major}` : admitted;
     const sublimit = input.sublimitDelay
       ? `${base}sub:${input.routeKey}|${input.major}|${input.sublimitDelay.tag}`
       : route;
     await this.scripts.drlpLearn(
       route,
-      probed ?? route,
+      admitted ?? route,
       target ?? route,
       sublimit,
-      input.hash ? 'h' : input.unbucketed ? 'u' : '',
+      `${base}gslots`,
+      input.hash ? 'h' : input.limitedWithoutHeaders ? '!' : input.unbucketed ? 'u' : '',
       input.hash || '',
-      input.probe && probed ? '1' : '',
-      target ? '1' : '',
+      admitted ? (input.probe ? 'p' : 'c') : '',
+      target ? (target === admitted && !input.probe ? 's' : 'o') : '',
       fact(input.sublimitDelay?.ms),
       fact(input.limit),
       fact(input.remaining),
       fact(input.resetAfterMs),
       fact(input.blockMs),
       this.options.resetMarginMs,
-      SAME_WINDOW_TOLERANCE_MS,
+      input.window ?? 0,
       this.keyTtlMs,
       this.keyTtlMs,
+      this.windowMs,
+      input.slot ?? '',
+      input.unsent ? '1' : '',
     );
   }
 
@@ -282,11 +285,17 @@ function fact(value: number | undefined): number | '' {
 }
 
 function admitResult(identity: string, reply: unknown): AdmitResult {
-  if (!Array.isArray(reply) || reply.length !== 3) throw new Error('unexpected reply from the admit script');
+  if (!Array.isArray(reply) || reply.length < 3) throw new Error('unexpected reply from the admit script');
   const [ok, detail, value] = reply as [unknown, unknown, unknown];
   if (ok === 1) {
     const suffix = String(detail);
-    return { ok: true, bucket: suffix === '' ? null : `${identity}|${suffix}`, probe: value === 1 };
+    return {
+      ok: true,
+      bucket: suffix === '' ? null : `${identity}|${suffix}`,
+      probe: value === 1,
+      window: Number(reply[3] ?? 0),
+      slot: String(reply[4] ?? ''),
+    };
   }
   const reason = REASONS[Number(detail) - 1];
   if (reason === undefined) throw new Error(`unexpected wait reason ${String(detail)} from the admit script`);

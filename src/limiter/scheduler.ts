@@ -327,7 +327,10 @@ export class Scheduler {
         // The head may have gone away while we asked; the next request of this queue has the same inputs, so
         // an admission passes to it instead of being wasted.
         const taker = this.nextTicket(queue);
-        if (!taker) break;
+        if (!taker) {
+          if (result.ok) this.giveBack(ticket.input, result);
+          break;
+        }
         if (result.ok) {
           queue.head += 1;
           taker.resolve(result);
@@ -372,6 +375,21 @@ export class Scheduler {
         this.advanceGate(queue.identity);
       }
     }
+  }
+
+  /**
+   * Ends an admission nobody is left to use (its client went away while the store decided): kept, it would hold
+   * its slots until the in-flight timeout, and an unknown bucket's probe would close the route that long.
+   */
+  private giveBack(input: AdmitInput, admission: Admission): void {
+    const { identity, routeKey, major } = input;
+    const { bucket, probe, window, slot } = admission;
+    this.store
+      .learn({ identity, routeKey, major, bucket, probe, window, slot, unsent: true })
+      .then(() => this.wake(input))
+      .catch(() => {
+        // Unreachable store: the slots expire with the in-flight timeout instead.
+      });
   }
 
   private park(queue: Queue, waitMs: number): void {

@@ -18,11 +18,6 @@ export interface AdmitInput {
   readonly globalLimit: number;
   /** Scopes sublimit delays: only requests with the same tag wait behind a sublimit 429. */
   readonly sublimit: string;
-  /**
-   * Extra global window length for this decision, ms: while this replica is opening connections to Discord,
-   * requests it admitted may arrive late by a connection's setup time, so later ones keep that much more apart.
-   */
-  readonly windowPadMs?: number;
 }
 
 export type WaitReason =
@@ -51,6 +46,13 @@ export type AdmitResult =
       readonly bucket: string | null;
       /** This request is the one allowed to find out an unknown bucket's limits. */
       readonly probe: boolean;
+      /**
+       * The bucket's window this request was counted in (its local reset count); passed back to learn() so that
+       * an answer from an earlier window is never read as the current window's.
+       */
+      readonly window: number;
+      /** The identity's global-window slot this request holds until its answer ('' for exempt traffic). */
+      readonly slot: string;
     }
   | { readonly ok: false; readonly reason: WaitReason; readonly waitMs: number };
 
@@ -61,6 +63,15 @@ export interface LearnInput {
   /** The bucket returned by admit() for this request. */
   readonly bucket: string | null;
   readonly probe: boolean;
+  /** admit()'s `window` for this request (0 when unknown). */
+  readonly window?: number;
+  /** admit()'s `slot` for this request ('' or absent when it holds none). */
+  readonly slot?: string;
+  /**
+   * The request never left (its client went away after admission, or the budget ran out): its slots are given
+   * back at once instead of being kept a window past its answer.
+   */
+  readonly unsent?: boolean;
   /** X-RateLimit-Bucket, when the response carried one. */
   readonly hash?: string | undefined;
   readonly limit?: number | undefined;
@@ -69,6 +80,12 @@ export interface LearnInput {
   readonly resetAfterMs?: number | undefined;
   /** A successful response without rate-limit headers: the route is not bucketed. */
   readonly unbucketed?: boolean;
+  /**
+   * A 429 without rate-limit headers: the route is limited but does not say how. From then on it is treated as a
+   * bucket whose limits are unknown (one request at a time), and header-less successes no longer make it
+   * unbucketed.
+   */
+  readonly limitedWithoutHeaders?: boolean;
   /** Shared-scope 429: delay the whole bucket this long without touching its counters. */
   readonly blockMs?: number | undefined;
   /** Sublimit 429: delay requests with this tag on this route and major parameter. */
@@ -78,7 +95,12 @@ export interface LearnInput {
 export interface LimiterStore {
   /** Decides atomically whether one request may go now: Cloudflare pause, identity pause, sublimit, bucket, global. */
   admit(input: AdmitInput): Promise<AdmitResult>;
-  /** Applies what one response said about its bucket; releases the probe if this request was one. */
+  /**
+   * Applies what one response said about its bucket, and ends the request's admission: releases the probe if
+   * it was one, and takes it out of the bucket's and the global window's requests in flight. Every admission
+   * must end here exactly once, answered or not (an admission that is never ended holds its slots until
+   * `probeTimeoutMs`).
+   */
   learn(input: LearnInput): Promise<void>;
   /** A global 429: pause every non-exempt request of the identity. */
   pauseIdentity(identity: string, ms: number): Promise<void>;
@@ -109,14 +131,15 @@ export interface StoreOptions {
   readonly resetMarginMs: number;
   /** The global window is 1000 ms plus this margin (jitter between here and Discord). */
   readonly globalWindowMarginMs: number;
-  /** How long an unknown bucket's probe may stay out before another request may probe (a crashed replica). */
+  /**
+   * How long an admitted request may stay unanswered before the store stops counting it in flight: an unknown
+   * bucket's probe, a bucket slot, a global slot (a replica that crashed never reports back).
+   */
   readonly probeTimeoutMs: number;
 }
 
 /** How long a head-of-line request waits before asking again while another request probes an unknown bucket. */
 export const PROBE_POLL_MS = 25;
-/** Responses whose reset differs by less than this belong to the same server window. */
-export const SAME_WINDOW_TOLERANCE_MS = 50;
 /** After a local reset, if no response of the new window arrives (all failed), reopen after this long. */
 export const STALLED_WINDOW_MS = 5000;
 export const GLOBAL_WINDOW_MS = 1000;

@@ -34,8 +34,6 @@ export interface ProxyRouteOptions {
   readonly maxHoldMs: number;
   readonly bodyLimitBytes: number;
   readonly retryBodyLimitBytes: number;
-  /** Extra global window length while the upstream pool opens connections (see connect-watch.ts). */
-  readonly windowPad: () => number;
   /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
   readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
 }
@@ -186,7 +184,6 @@ function forward(
         Buffer.isBuffer(body) ? body : undefined,
         headerValue(req.headers['content-type']),
       ),
-      windowPadMs: opts.windowPad(),
     },
   };
   relay(opts.relay, out);

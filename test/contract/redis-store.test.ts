@@ -100,7 +100,7 @@ describe('redis store', () => {
 
     const keys = await keysUnder(prefix);
     const kinds = keys.map((key) => /^[^}]*\}:(\w+)/.exec(key)?.[1] ?? key.slice(prefix.length));
-    expect(new Set(kinds)).toEqual(new Set(['bucket', 'global', 'pause', 'route', 'sub', 'cloudflare']));
+    expect(new Set(kinds)).toEqual(new Set(['bucket', 'gslots', 'pause', 'route', 'sub', 'cloudflare']));
     expect(keys.filter((key) => key.includes('}:bucket:'))).toHaveLength(2);
     for (const key of keys) {
       expect(key.startsWith(prefix)).toBe(true);
@@ -110,6 +110,26 @@ describe('redis store', () => {
     for (const secret of [token, token.slice('Bot '.length), token.split('.')[1]!, webhookToken]) {
       expect(everything).not.toContain(secret);
     }
+  });
+
+  it('keeps a route mapped to its bucket as long as a block lasts (long blocks outlived by their mapping)', async () => {
+    const store = makeStore({ keyTtlMs: 150 });
+    const req = {
+      identity: `long-${randomUUID()}`,
+      routeKey: 'POST /guilds/:id/prune',
+      major: 'g:1',
+      globalLimit: 50,
+      sublimit: '*',
+    };
+    const probe = await store.admit(req);
+    if (!probe.ok) throw new Error('probe refused');
+    const { bucket, window, slot } = probe;
+    // A shared 429 blocking the bucket for far longer than a mapping lives without one.
+    await store.learn({ ...req, bucket, probe: true, window, slot, hash: 'prune', blockMs: 60_000 });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Forgotten, the route would send a probe to an "unknown" bucket, skip the block and draw a 429.
+    expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'blocked' });
+    await store.close();
   });
 
   it('keeps all keys of one identity under its hash tag', async () => {
@@ -316,8 +336,8 @@ async function dump(key: string): Promise<unknown> {
   switch (await redis.type(key)) {
     case 'hash':
       return redis.hgetall(key);
-    case 'list':
-      return redis.lrange(key, 0, -1);
+    case 'zset':
+      return redis.zrange(key, 0, -1, 'WITHSCORES');
     default:
       return redis.get(key);
   }

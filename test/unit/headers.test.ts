@@ -310,6 +310,9 @@ describe('retryAfterMs', () => {
     ['body longer than header', header('1'), { retry_after: 1.25 }, 1250],
     // The header is only the body's wait rounded up to whole seconds: the body is the precise one.
     ['header longer than body', header('65'), { retry_after: 64.57 }, 64_570],
+    // Beyond its rounding the header disagrees with the body (discord-api-docs #7394): the longer is safe.
+    ['header disagrees with the body, longer', header('30'), { retry_after: 2.5 }, 30_000],
+    ['header exactly one second over the body', header('3'), { retry_after: 2 }, 3000],
     ['neither', parseRateLimitHeaders({}), null, undefined],
     ['nothing at all', parseRateLimitHeaders({}), undefined, undefined],
     ['body value not a number', parseRateLimitHeaders({}), { retry_after: '5' }, undefined],

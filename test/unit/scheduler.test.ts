@@ -78,6 +78,35 @@ describe('Scheduler', () => {
     expect(scheduler.held).toBe(0);
   });
 
+  it('gives back an admission whose client left while the store decided (an admission lost when the client leaves)', async () => {
+    const memory = new MemoryStore(options);
+    let release: (() => void) | undefined;
+    const slow: LimiterStore = Object.create(memory);
+    slow.admit = async (input) => {
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      return memory.admit(input);
+    };
+    const learned: unknown[] = [];
+    slow.learn = (input) => {
+      learned.push(input);
+      return memory.learn(input);
+    };
+    const scheduler = new Scheduler(slow, { maxHoldMs: 5000 });
+    const client = new ClientLink();
+    const held = acquire(scheduler, req(), { client, front: true });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    client.leave();
+    await expect(held).rejects.toMatchObject({ reason: 'aborted' });
+    release?.();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // The unknown bucket's probe was taken for nobody: it is given back at once, not after the probe timeout.
+    expect(learned).toEqual([expect.objectContaining({ probe: true, unsent: true })]);
+    expect(await memory.admit(req())).toMatchObject({ ok: true, probe: true });
+    await memory.close();
+  });
+
   it('asks the store once per queue, not once per held request', async () => {
     const store = counting(new MemoryStore(options));
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
@@ -103,8 +132,7 @@ describe('Scheduler', () => {
     // Learn that the route is unbucketed so only the global window limits it.
     for (let i = 0; i < 40; i++) {
       const probe = await store.admit(unbucketed(i));
-      if (probe.ok)
-        await store.learn({ ...unbucketed(i), bucket: probe.bucket, probe: true, unbucketed: true });
+      if (probe.ok) await store.learn({ ...unbucketed(i), ...probe, unbucketed: true });
     }
     await new Promise((resolve) => setTimeout(resolve, 1050));
     store.admits = 0;
@@ -112,7 +140,11 @@ describe('Scheduler', () => {
     const started = performance.now();
     await Promise.all(
       Array.from({ length: 40 }, (_, i) =>
-        acquire(scheduler, unbucketed(i)).then(() => admittedAt.push(performance.now() - started)),
+        acquire(scheduler, unbucketed(i)).then((admission) => {
+          admittedAt.push(performance.now() - started);
+          // Answered at once: the global slot counts a window from now.
+          return store.learn({ ...unbucketed(i), ...admission });
+        }),
       ),
     );
     // 40 requests at 10/s: four windows; every window of 1000 ms holds at most 10.

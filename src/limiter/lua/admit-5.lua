@@ -6,8 +6,10 @@
   Input:
     KEYS[1]  identity pause      STRING, PTTL = remaining pause
     KEYS[2]  sublimit            STRING, PTTL = remaining delay for this route, major parameter and tag
-    KEYS[3]  route -> hash       STRING: the bucket hash, or "" for a route Discord does not bucket
-    KEYS[4]  global window       LIST of the identity's last `limit` admission times (ms), newest first
+    KEYS[3]  route -> hash       STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
+                                 limited without rate-limit headers (admitted as an unknown bucket)
+    KEYS[4]  global window       ZSET: the identity's admissions that still count, slot id -> when they stop
+                                 counting (ms): a window past their answer; while in flight, a timeout past it
     KEYS[5]  known-bad marks     HASH: field -> expiry (ms, Redis time); "r" the token is revoked,
                                  "g:<major>" the webhook is gone, "f:<routeKey>|<major>" the route is forbidden
 
@@ -18,14 +20,16 @@
     ARGV[3]  major
     ARGV[4]  global limit (requests per window; 0 = exempt)
     ARGV[5]  global window length, ms (1000 + margin)
-    ARGV[6]  probe timeout, ms
+    ARGV[6]  in-flight timeout, ms: how long an unanswered probe, bucket slot or global slot keeps counting
     ARGV[7]  idle lifetime of a bucket after its last reset/block/probe, ms
     ARGV[8]  PROBE_POLL_MS
     ARGV[9]  STALLED_WINDOW_MS
 
   Output:
-    {1, bucketSuffix, probe}  admitted; bucketSuffix is "<hash or unk:routeKey>|<major>" or "" (not bucketed),
-                              probe is 1 when this request finds out an unknown bucket's limits
+    {1, bucketSuffix, probe, window, slot}
+                              admitted; bucketSuffix is "<hash or unk:routeKey>|<major>" or "" (not bucketed),
+                              probe is 1 when this request finds out an unknown bucket's limits, window the
+                              bucket's local window it was counted in, slot its global slot id ("" if exempt)
     {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused,
                               7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs);
                               waitMs rounded up so nobody is woken early
@@ -49,15 +53,19 @@ end
 local sublimited = redis.call('PTTL', KEYS[2])
 if sublimited > 0 then return {0, 4, sublimited} end
 
+local timeout = tonumber(ARGV[6])
+local stalledMs = tonumber(ARGV[9])
 local hash = redis.call('GET', KEYS[3])
 local suffix = ''
 local bucketKey = nil
 local s = nil
+local inflight = 0
+local over = false
 if hash ~= '' then
-  if not hash then hash = 'unk:' .. ARGV[2] end
+  if not hash or hash == '!' then hash = 'unk:' .. ARGV[2] end
   suffix = hash .. '|' .. ARGV[3]
   bucketKey = ARGV[1] .. suffix
-  local f = redis.call('HMGET', bucketKey, 'l', 'r', 't', 'f', 'b', 'p')
+  local f = redis.call('HMGET', bucketKey, 'l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u')
   s = {
     l = tonumber(f[1]),
     r = tonumber(f[2]) or 0,
@@ -65,7 +73,11 @@ if hash ~= '' then
     f = f[4] == '1',
     b = tonumber(f[5]) or 0,
     p = tonumber(f[6]) or 0,
+    w = tonumber(f[7]) or 0,
+    i = tonumber(f[8]) or 0,
+    u = tonumber(f[9]) or 0,
   }
+  if now < s.u then inflight = s.i end
 
   -- checkBucket
   if s.b > now then return {0, 3, math.ceil(s.b - now)} end
@@ -77,46 +89,61 @@ if hash ~= '' then
       local early = tonumber(redis.call('HGET', ARGV[1] .. 'unk:' .. ARGV[2] .. '|' .. ARGV[3], 'p'))
       if early and early > now then return {0, 2, math.ceil(math.min(probePoll, early - now))} end
     end
-  elseif s.r <= 0 then
-    if not s.f then
-      if now < s.t then return {0, 1, math.ceil(s.t - now)} end
-    elseif now < s.t + tonumber(ARGV[9]) then
-      -- Everything of the new window is out and no response has said when it ends yet: ask again shortly.
-      return {0, 1, probePoll}
+  else
+    if s.f then
+      over = s.r <= 0 and inflight == 0 and now >= s.t + stalledMs
+    else
+      over = now >= s.t
+    end
+    local left = s.r
+    if over then left = s.l - inflight end
+    if left <= 0 then
+      if not s.f and not over then return {0, 1, math.ceil(s.t - now)} end
+      -- Waiting for answers of the new window, or of the old one still in flight (bucket-rules.ts checkBucket).
+      local stalledAt = s.u
+      if s.f and inflight == 0 then stalledAt = s.t + stalledMs end
+      return {0, 1, math.max(1, math.ceil(math.min(probePoll, stalledAt - now)))}
     end
   end
 end
 
+local slot = ''
 if globalLimit > 0 then
-  local windowMs = tonumber(ARGV[5])
-  local oldest = tonumber(redis.call('LINDEX', KEYS[4], globalLimit - 1))
-  if oldest and now - oldest < windowMs then return {0, 5, math.ceil(oldest + windowMs - now)} end
-  redis.call('LPUSH', KEYS[4], now)
-  redis.call('LTRIM', KEYS[4], 0, globalLimit - 1)
-  redis.call('PEXPIRE', KEYS[4], math.ceil(windowMs + 1000))
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) >= globalLimit then
+    -- Still in flight, the soonest slot's end is unknown but at least a window away (memory.ts globalWait).
+    local soonest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    return {0, 5, math.ceil(math.min(tonumber(soonest[2]) - now, tonumber(ARGV[5])))}
+  end
+  slot = string.format('%.3f', now)
+  while redis.call('ZSCORE', KEYS[4], slot) do slot = slot .. '+' end
+  local untilMs = now + timeout + tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[4], untilMs, slot)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(untilMs - now))
 end
 
 -- Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
 local probe = 0
+local window = 0
 if bucketKey then
   -- takeBucket
   if s.l == nil then
-    s.p = now + tonumber(ARGV[6])
+    s.p = now + timeout
     probe = 1
   else
-    if now >= s.t and (not s.f or s.r <= 0) then
-      if s.f then s.t = now end -- stalled: restart the wait for a first response
-      s.r = s.l
-      s.f = true
+    if over then
+      s.w, s.f, s.t, s.r = s.w + 1, true, now, s.l - inflight
     end
     s.r = s.r - 1
+    s.i, s.u = inflight + 1, now + timeout
   end
-  local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p}
+  window = s.w
+  local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p, 'w', s.w, 'i', s.i, 'u', s.u}
   if s.l ~= nil then
     table.insert(fields, 'l')
     table.insert(fields, s.l)
   end
   redis.call('HSET', bucketKey, unpack(fields))
-  redis.call('PEXPIRE', bucketKey, math.ceil(math.max(s.t, s.b, s.p, now) - now + tonumber(ARGV[7])))
+  redis.call('PEXPIRE', bucketKey, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + tonumber(ARGV[7])))
 end
-return {1, suffix, probe}
+return {1, suffix, probe, window, slot}
