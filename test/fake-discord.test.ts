@@ -466,3 +466,93 @@ describe('fake Discord formatting options', () => {
     });
   });
 });
+
+describe('fake Discord transit', () => {
+  const pins = `/api/v10/channels/${C1}/pins`;
+
+  /** Waits, at most ~2 s, until `n` requests have arrived at the fake. */
+  async function arrivals(fake: FakeDiscord, n: number): Promise<void> {
+    for (let i = 0; i < 200 && fake.received.length < n; i++) await sleep(10);
+  }
+
+  it('samples each request its own transit, so requests arrive in another order than they were read', async () => {
+    const transit = { kind: 'lognormal', medianGetMs: 40, medianWriteMs: 40, sigma: 1, capMs: 400 } as const;
+    await withFake({ transit }, async (fake, call) => {
+      const sends: Promise<Res>[] = [];
+      for (let i = 0; i < 40; i++) {
+        sends.push(call('GET', `/api/v10/users/@me?i=${i}`));
+        await sleep(1);
+      }
+      const answers = await Promise.all(sends);
+      expect(answers.map((a) => a.status)).toEqual(Array(40).fill(200));
+      const rec = fake.received;
+      expect(rec).toHaveLength(40);
+      const readOrder = [...rec].sort((a, b) => a.readAt - b.readAt).map((r) => r.query);
+      expect(rec.map((r) => r.query)).not.toEqual(readOrder);
+      // `received` is in arrival order, which is the order decisions were made in.
+      for (let i = 1; i < rec.length; i++) expect(rec[i]!.at).toBeGreaterThanOrEqual(rec[i - 1]!.at);
+      for (const r of rec) expect(r.at).toBeGreaterThanOrEqual(r.readAt);
+      expect(Math.max(...rec.map((r) => r.at - r.readAt))).toBeGreaterThan(40);
+    });
+  });
+
+  it('decides at arrival: a window opens when its first request arrives, not when it was sent', async () => {
+    const policies = [{ method: 'GET', template: '/channels/{id}/pins', limit: 1, windowMs: 600 }];
+    await withFake({ transit: { kind: 'fixed', ms: 150 }, policies }, async (fake, call) => {
+      const first = await call('GET', pins);
+      const answeredAt = performance.now();
+      expect(first.status).toBe(200);
+      // The window opened on arrival and the answer left at once, so it shows the whole window; a fake
+      // that decided on receipt and only held the answer would show 0.450.
+      expect(first.header('x-ratelimit-reset-after')).toBe('0.600');
+      // Sent at once, this one arrives at least 150 ms into the window.
+      const early = await call('GET', pins);
+      expect(early.status).toBe(429);
+      expect(early.json().retry_after).toBeLessThanOrEqual(0.45);
+      // Sent 100 ms before the window ends by the first answer's headers; it arrives 50 ms after the end.
+      await sleep(Math.max(0, answeredAt + 500 - performance.now()));
+      const late = await call('GET', pins);
+      expect(late.status).toBe(200);
+      expect(late.header('x-ratelimit-reset-after')).toBe('0.600');
+      const [a, e, l] = fake.received;
+      for (const r of [a!, e!, l!]) expect(r.at - r.readAt).toBeGreaterThanOrEqual(149);
+      expect(e!.at - a!.at).toBeGreaterThanOrEqual(149);
+      expect(l!.at - a!.at).toBeGreaterThanOrEqual(600);
+      expect(fake.received.map((r) => r.status)).toEqual([200, 429, 200]);
+    });
+  });
+
+  it('still decides a request whose client left during the transit, and only drops the answer', async () => {
+    const policies = [{ method: 'GET', template: '/channels/{id}/pins', limit: 2, windowMs: 60_000 }];
+    await withFake({ transit: { kind: 'fixed', ms: 300 }, policies }, async (fake, call) => {
+      const authorization = bot('100000000000000001');
+      const gone = request(`${fake.url}${pins}`, {
+        headers: { authorization },
+        signal: AbortSignal.timeout(50),
+      });
+      await expect(gone).rejects.toThrow();
+      expect(fake.received).toHaveLength(0);
+      await arrivals(fake, 1);
+      expect(fake.received.map((r) => r.status)).toEqual([200]);
+      // The departed request used a slot, as it would have at Discord.
+      const next = await call('GET', pins);
+      expect(next.header('x-ratelimit-remaining')).toBe('0');
+    });
+  });
+
+  it('stop() drops requests still in transit instead of deciding them later', async () => {
+    const fake = new FakeDiscord({ transit: { kind: 'fixed', ms: 300 } });
+    const url = await fake.start();
+    const authorization = bot('100000000000000001');
+    const inFlight = request(`${url}/api/v10/users/@me`, { headers: { authorization } }).then(
+      () => 'answered',
+      () => 'failed',
+    );
+    await sleep(100);
+    await fake.stop();
+    expect(await inFlight).toBe('failed');
+    await sleep(400);
+    expect(fake.received).toHaveLength(0);
+    expect(fake.stats().total).toBe(0);
+  });
+});

@@ -15,6 +15,12 @@ export interface InvalidBanOption {
 export interface FakeDiscordOptions {
   host?: string;
   port?: number;
+  /**
+   * One-way trip to Discord, sampled per request after its body is read. Limits are decided when it
+   * ends (the request "arrives"), so requests in flight cross window boundaries as they do over a WAN.
+   */
+  transit?: LatencyOption;
+  /** Processing and return trip, sampled per request after the decision; headers are computed when it ends. */
   latency?: LatencyOption;
   /** Requests per second per identity. */
   globalLimit?: number;
@@ -47,6 +53,7 @@ export type ResolvedOptions = Required<Omit<FakeDiscordOptions, 'invalidBan'>> &
 export const DEFAULTS: ResolvedOptions = {
   host: '127.0.0.1',
   port: 0,
+  transit: { kind: 'none' },
   latency: { kind: 'none' },
   globalLimit: 50,
   globalOverrides: {},

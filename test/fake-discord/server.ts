@@ -16,6 +16,16 @@ export type { FakeStats, LimitedScope, ReceivedRequest } from './stats.js';
 
 export type FailureKind = '500' | '502' | '504' | 'hang' | 'reset';
 
+/** A request whose body has been read, on its way to "Discord". */
+interface InTransit {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly url: string;
+  readonly ip: string;
+  readonly body: Buffer;
+  readonly readAt: number;
+}
+
 const GATEWAY_PAGE = (status: number, text: string): string =>
   `<html><head><title>${status} ${text}</title></head><body><center><h1>${status} ${text}</h1></center></body></html>\n`;
 
@@ -30,6 +40,7 @@ export class FakeDiscord {
   private readonly table: RouteTable;
   private readonly model: DiscordModel;
   private readonly recorder: Recorder;
+  private readonly transit: LatencySampler;
   private readonly latency: LatencySampler;
   private readonly format: ReplyFormat;
   private server: Server | null = null;
@@ -42,6 +53,7 @@ export class FakeDiscord {
     this.options = o;
     this.table = new RouteTable(o.policies);
     this.model = new DiscordModel(o);
+    this.transit = latencySampler(o.transit);
     this.latency = latencySampler(o.latency);
     this.recorder = new Recorder({
       recordBodies: o.recordBodies,
@@ -59,7 +71,7 @@ export class FakeDiscord {
     };
   }
 
-  /** Every request that reached the fake (control routes excepted), in arrival order. */
+  /** Every request that reached "Discord" (control routes excepted), in arrival (decision) order. */
   get received(): ReceivedRequest[] {
     return this.recorder.received;
   }
@@ -85,6 +97,7 @@ export class FakeDiscord {
   }
 
   async stop(): Promise<void> {
+    // Requests still in transit never arrive, and held answers are never sent.
     for (const t of this.pending) clearTimeout(t);
     this.pending.clear();
     if (this.sweeper) clearInterval(this.sweeper);
@@ -150,9 +163,41 @@ export class FakeDiscord {
       handleControl(this, req, res);
       return;
     }
-    const info = this.describe(req, url);
+    // Read now: a client that leaves during the transit takes its socket's address with it.
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('error', () => {});
+    req.on('end', () => {
+      const body =
+        chunks.length === 0 ? EMPTY_BODY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      this.travel({ req, res, url, ip, body, readAt: performance.now() });
+    });
+  };
+
+  /** The one-way trip to Discord: each request its own delay, so they can overtake one another. */
+  private travel(t: InTransit): void {
+    const delay = this.transit(t.req.method ?? 'GET');
+    if (delay <= 0) {
+      this.arrive(t);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.pending.delete(timer);
+      this.arrive(t);
+    }, delay);
+    this.pending.add(timer);
+  }
+
+  /**
+   * Discord has the request: it is recorded and decided now, even if the client has gone meanwhile, as
+   * Discord would have counted it; only the answer is then dropped.
+   */
+  private arrive(t: InTransit): void {
+    const info = this.describe(t.req, t.url, t.ip);
     const rec: ReceivedRequest = {
       at: performance.now(),
+      readAt: t.readAt,
       method: info.method,
       path: info.path,
       query: info.query,
@@ -161,21 +206,14 @@ export class FakeDiscord {
       exempt: info.exempt,
       route: info.policy?.routeKey ?? `${info.method} ${genericTemplate(info.segs)}`,
       status: 0,
-      rawHeaders: req.rawHeaders,
+      rawHeaders: t.req.rawHeaders,
       body: EMPTY_BODY,
     };
     this.recorder.arrive(rec);
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('error', () => {});
-    req.on('end', () => {
-      const body =
-        chunks.length === 0 ? EMPTY_BODY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      this.handle(req, res, info, rec, body);
-    });
-  };
+    this.handle(t.req, t.res, info, rec, t.body);
+  }
 
-  private describe(req: IncomingMessage, url: string): RequestInfo {
+  private describe(req: IncomingMessage, url: string, ip: string): RequestInfo {
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const apiPath = stripApiPrefix(path);
@@ -184,7 +222,6 @@ export class FakeDiscord {
     const method = req.method ?? 'GET';
     const policy = this.table.match(method, segs);
     const auth = req.headers.authorization;
-    const ip = req.socket.remoteAddress ?? 'unknown';
     return {
       method,
       path,
@@ -215,7 +252,7 @@ export class FakeDiscord {
       if (failure === 'reset') req.socket.destroy();
       return;
     }
-    const now = performance.now();
+    const now = rec.at;
     const r = failure ? failureReply(failure) : this.model.evaluate(info, body, now);
     this.recorder.answered(rec, r.status, r.kind);
     if (isInvalid(r)) {

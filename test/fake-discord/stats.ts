@@ -2,8 +2,13 @@ import { BusiestWindow, maxInWindow } from './limits.js';
 import type { ReplyKind } from './reply.js';
 
 export interface ReceivedRequest {
-  /** Arrival time, performance.now() milliseconds. */
+  /**
+   * Arrival at "Discord", performance.now() milliseconds: when the simulated transit ended and the
+   * limits were applied. `received` is in this order.
+   */
   readonly at: number;
+  /** When the fake had read the whole request off its socket, before the transit; equals `at` without transit. */
+  readonly readAt: number;
   readonly method: string;
   /** As received, with /api/vN, without the query. */
   readonly path: string;
