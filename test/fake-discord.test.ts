@@ -2,7 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { snowflake } from './fake-discord/bodies.js';
+import { latencySampler } from './fake-discord/latency.js';
 import { BusiestWindow, maxInWindow } from './fake-discord/limits.js';
+import { far, fixed, near } from './fake-discord/profiles.js';
 import { FakeDiscord, type FakeDiscordOptions } from './fake-discord/server.js';
 
 // The fake upstream is the yardstick for every proxy test, so its own behaviour is pinned here through
@@ -554,5 +556,47 @@ describe('fake Discord transit', () => {
     await sleep(400);
     expect(fake.received).toHaveLength(0);
     expect(fake.stats().total).toBe(0);
+  });
+});
+
+describe('fake Discord distance profiles', () => {
+  it('near decides and answers at once; fixed() holds requests there and answers back', async () => {
+    await withFake({ ...near }, async (fake, call) => {
+      const r = await call('GET', '/api/v10/gateway/bot');
+      expect(r.header('x-envoy-upstream-service-time')).toBe('0');
+      expect(r.header('x-ratelimit-reset-after')).toBe('5.000');
+      expect(fake.received[0]!.at).toBe(fake.received[0]!.readAt);
+    });
+    await withFake({ ...fixed(100, 50) }, async (fake, call) => {
+      const r = await call('GET', '/api/v10/gateway/bot');
+      expect(r.header('x-envoy-upstream-service-time')).toBe('50');
+      expect(Number(r.header('x-ratelimit-reset-after'))).toBeLessThanOrEqual(4.95);
+      const rec = fake.received[0]!;
+      expect(rec.at - rec.readAt).toBeGreaterThanOrEqual(99);
+    });
+  });
+
+  it('far delays both ways with per-request samples, within the caps', async () => {
+    await withFake({ ...far }, async (fake, call) => {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => call('GET', `/api/v10/users/@me?i=${i}`)),
+      );
+      const service = answers.map((a) => Number(a.header('x-envoy-upstream-service-time')));
+      expect(Math.min(...service)).toBeGreaterThan(0);
+      expect(Math.max(...service)).toBeLessThanOrEqual(600);
+      expect(new Set(service).size).toBeGreaterThan(1);
+      for (const r of fake.received) expect(r.at).toBeGreaterThan(r.readAt);
+    });
+  });
+
+  it('caps lognormal samples at capMs around the configured median', () => {
+    const sample = latencySampler(far.transit);
+    const xs = Array.from({ length: 4000 }, () => sample('GET')).sort((a, b) => a - b);
+    expect(xs[xs.length - 1]).toBeLessThanOrEqual(400);
+    expect(xs[2000]).toBeGreaterThan(34);
+    expect(xs[2000]).toBeLessThan(46);
+    // Uncapped, the default cap is 20 × the median.
+    const wide = latencySampler({ kind: 'lognormal', medianGetMs: 10, medianWriteMs: 10, sigma: 3 });
+    expect(Math.max(...Array.from({ length: 4000 }, () => wide('GET')))).toBeLessThanOrEqual(200);
   });
 });

@@ -12,6 +12,7 @@ import { EMPTY_BODY, type FakeStats, type ReceivedRequest, Recorder } from './st
 export type { LatencyOption } from './latency.js';
 export type { FakeDiscordOptions, InvalidBanOption } from './options.js';
 export type { CounterScope, PolicyOverride, SharedSpec, SublimitSpec } from './policies.js';
+export { type DistanceOptions, far, fixed, near, PROFILES, type ProfileName } from './profiles.js';
 export type { FakeStats, LimitedScope, ReceivedRequest } from './stats.js';
 
 export type FailureKind = '500' | '502' | '504' | 'hang' | 'reset';
@@ -179,12 +180,12 @@ export class FakeDiscord {
   private travel(t: InTransit): void {
     const delay = this.transit(t.req.method ?? 'GET');
     if (delay <= 0) {
-      this.arrive(t);
+      this.arrive(t, t.readAt);
       return;
     }
     const timer = setTimeout(() => {
       this.pending.delete(timer);
-      this.arrive(t);
+      this.arrive(t, performance.now());
     }, delay);
     this.pending.add(timer);
   }
@@ -193,10 +194,10 @@ export class FakeDiscord {
    * Discord has the request: it is recorded and decided now, even if the client has gone meanwhile, as
    * Discord would have counted it; only the answer is then dropped.
    */
-  private arrive(t: InTransit): void {
+  private arrive(t: InTransit, at: number): void {
     const info = this.describe(t.req, t.url, t.ip);
     const rec: ReceivedRequest = {
-      at: performance.now(),
+      at,
       readAt: t.readAt,
       method: info.method,
       path: info.path,
