@@ -600,3 +600,84 @@ describe('fake Discord distance profiles', () => {
     expect(Math.max(...Array.from({ length: 4000 }, () => wide('GET')))).toBeLessThanOrEqual(200);
   });
 });
+
+describe('fake Discord header-less routes and short Retry-After', () => {
+  const pins = `/api/v10/channels/${C1}/pins`;
+
+  it('limits a header-less route per identity and major, and its 429 carries only Retry-After', async () => {
+    const policies = [
+      {
+        method: 'POST',
+        template: '/guilds/{id}/emojis',
+        limit: 2,
+        windowMs: 60_000,
+        headers: false,
+        shared: null,
+      },
+    ];
+    await withFake({ policies }, async (fake, call) => {
+      const emojis = (guild: string) => `/api/v10/guilds/${guild}/emojis`;
+      for (let i = 0; i < 2; i++) {
+        const ok = await call('POST', emojis(C1), { body: '{}' });
+        expect(ok.status).toBe(200);
+        expect(rateLimitHeaders(ok)).toEqual([]);
+      }
+      const limited = await call('POST', emojis(C1), { body: '{}' });
+      expect(limited.status).toBe(429);
+      expect(rateLimitHeaders(limited)).toEqual([]);
+      expect(limited.header('retry-after')).toBe('60');
+      expect(limited.header('via')).toBe('1.1 google');
+      const body = limited.json();
+      expect(Object.keys(body).sort()).toEqual(['global', 'message', 'retry_after']);
+      expect(body).toMatchObject({ message: 'You are being rate limited.', global: false });
+      expect(body.retry_after).toBeGreaterThan(59);
+      expect(body.retry_after).toBeLessThanOrEqual(60);
+      // Counted per guild and per identity, as any route bucket.
+      expect((await call('POST', emojis(C2), { body: '{}' })).status).toBe(200);
+      const otherBot = await call('POST', emojis(C1), { body: '{}', auth: bot('100000000000000002') });
+      expect(otherBot.status).toBe(200);
+      expect(fake.stats()).toMatchObject({ invalid: 1, rateLimited: { user: 1 } });
+
+      // An override of a seeded route keeps its limit and only drops the headers.
+      fake.setPolicy({ method: 'DELETE', template: '/guilds/{id}/emojis/{id}', headers: false });
+      const deleted = await call('DELETE', `/api/v10/guilds/${C1}/emojis/${M1}`);
+      expect(deleted.status).toBe(204);
+      expect(rateLimitHeaders(deleted)).toEqual([]);
+    });
+  });
+
+  it('can send a Retry-After shorter than the body retry_after (#7394), so header-only clients come back early', async () => {
+    const policies = [
+      { method: 'GET', template: '/channels/{id}/pins', limit: 1, windowMs: 3000, shortRetryAfter: 0.5 },
+    ];
+    await withFake({ policies }, async (fake, call) => {
+      expect((await call('GET', pins)).status).toBe(200);
+      const limited = await call('GET', pins);
+      expect(limited.status).toBe(429);
+      expect(limited.header('x-ratelimit-scope')).toBe('user');
+      expect(limited.json().retry_after).toBeGreaterThan(2);
+      expect(limited.header('retry-after')).toBe('1');
+      await sleep(1000 + 20);
+      const early = await call('GET', pins);
+      expect(early.status).toBe(429);
+      expect(Number(early.header('retry-after'))).toBeLessThan(early.json().retry_after as number);
+      expect(fake.stats().invalid).toBe(2);
+      // Other routes keep the ceiling of the real wait.
+      await call('GET', '/api/v10/gateway/bot');
+      await call('GET', '/api/v10/gateway/bot');
+      expect((await call('GET', '/api/v10/gateway/bot')).header('retry-after')).toBe('5');
+    });
+  });
+
+  it('shortens Retry-After on every Discord 429 with the global option, global ones included', async () => {
+    await withFake({ globalLimit: 1, shortRetryAfter: 0 }, async (_fake, call) => {
+      expect((await call('GET', '/api/v10/gateway')).status).toBe(200);
+      const limited = await call('GET', '/api/v10/gateway');
+      expect(limited.status).toBe(429);
+      expect(limited.header('x-ratelimit-global')).toBe('true');
+      expect(limited.header('retry-after')).toBe('0');
+      expect(limited.json().retry_after).toBeGreaterThan(0.5);
+    });
+    expect(() => new FakeDiscord({ shortRetryAfter: 2 })).toThrow(/0\.\.1/);
+  });
+});

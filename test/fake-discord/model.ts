@@ -71,6 +71,13 @@ function matchingSublimits(subs: readonly SublimitSpec[], body: Buffer): readonl
   return subs.filter((s) => s.bodyKeys.some((k) => Object.hasOwn(parsed as object, k)));
 }
 
+/** The route's own ways of answering: no rate-limit headers, or a short Retry-After. Global 429s are not the route's. */
+function routeStyled(r: Reply, p: Policy | undefined): Reply {
+  if (!p || r.kind === 'global' || (p.headers && p.shortRetryAfter === null)) return r;
+  const shortRetryAfter = p.shortRetryAfter ?? r.shortRetryAfter;
+  return p.headers ? { ...r, shortRetryAfter } : { ...r, bucket: null, bare: true, shortRetryAfter };
+}
+
 /** 401, 403 and 429 count toward the IP's invalid-request budget, except shared 429s and ban pages (§4). */
 export function isInvalid(r: Reply): boolean {
   return (
@@ -100,13 +107,13 @@ export class DiscordModel {
     if (unauthorized) return errorReply(401, '401: Unauthorized', 0);
     const plan = this.plan(r, body);
     const limited = this.limited(r, plan, now);
-    if (limited) return limited;
+    if (limited) return routeStyled(limited, p);
     if (!r.exempt) plan.id.global.take(now);
     if (plan.shared) this.windows.consume(plan.sharedKey, now, plan.shared.windowMs);
     for (const s of plan.subs) this.windows.consume(this.subKey(r, s), now, s.windowMs);
     const b = plan.bucket;
     const own = b ? snap(b, this.windows.consume(plan.bucketKey, now, b.windowMs)) : null;
-    return this.handle(r, body, own, plan.id.botId);
+    return routeStyled(this.handle(r, body, own, plan.id.botId), p);
   }
 
   countInvalid(ip: string, now: number): void {

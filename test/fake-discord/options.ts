@@ -36,6 +36,12 @@ export interface FakeDiscordOptions {
   decimals?: 3 | 2;
   /** Precision of retry_after in 429 bodies (3, or 1 as in some real 20028 bodies). */
   retryAfterDecimals?: 3 | 1;
+  /**
+   * Every Discord 429's Retry-After header reports this fraction (0–1) of the real wait, floored to
+   * whole seconds, while the body's retry_after keeps the real wait (#7394). null: the header is the
+   * ceiling of the real wait. A policy's shortRetryAfter wins for its route.
+   */
+  shortRetryAfter?: number | null;
   policies?: PolicyOverride[];
   /** 401 for requests without Authorization on routes that need one (not webhooks, callbacks, invites). */
   requireAuth?: boolean;
@@ -63,6 +69,7 @@ export const DEFAULTS: ResolvedOptions = {
   clockSkewMs: 0,
   decimals: 3,
   retryAfterDecimals: 3,
+  shortRetryAfter: null,
   policies: [],
   requireAuth: true,
   recordBodies: true,

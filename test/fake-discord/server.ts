@@ -4,7 +4,7 @@ import { handleControl } from './control.js';
 import { type LatencySampler, latencySampler } from './latency.js';
 import { DiscordModel, isInvalid, type RequestInfo } from './model.js';
 import { type FakeDiscordOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import type { PolicyOverride } from './policies.js';
+import { type PolicyOverride, retryFactor } from './policies.js';
 import { errorReply, type Reply, type ReplyFormat, render, reply } from './reply.js';
 import { genericTemplate, isInteractionRoute, majorOf, RouteTable, stripApiPrefix } from './route-table.js';
 import { EMPTY_BODY, type FakeStats, type ReceivedRequest, Recorder } from './stats.js';
@@ -69,6 +69,7 @@ export class FakeDiscord {
       skewMs: o.clockSkewMs,
       scopeOnSuccess: o.scopeOnSuccess,
       banRetryAfter: retryAfter === 'absent' ? null : retryAfter,
+      shortRetryAfter: retryFactor(o.shortRetryAfter, 'FakeDiscordOptions'),
     };
   }
 
