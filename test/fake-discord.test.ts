@@ -681,3 +681,42 @@ describe('fake Discord header-less routes and short Retry-After', () => {
     expect(() => new FakeDiscord({ shortRetryAfter: 2 })).toThrow(/0\.\.1/);
   });
 });
+
+describe('fake Discord unknown messages', () => {
+  it('answers a DELETE of an unknown message 404 with another hash and counter than the 204s', async () => {
+    const gone = snowflake(Date.now() - 24 * 3600 * 1000);
+    const later = '555555555555555555';
+    await withFake({ unknownMessages: [gone] }, async (fake, call) => {
+      const message = (id: string) => `/api/v10/channels/${C1}/messages/${id}`;
+      const ok = await call('DELETE', message(M1));
+      expect(ok.status).toBe(204);
+      expect(ok.header('x-ratelimit-bucket')).toBe('b5e35274c6fd5cfec77fe9bfaf059ad6');
+      const missing = await call('DELETE', message(gone));
+      expect(missing.status).toBe(404);
+      expect(missing.json()).toEqual({ message: 'Unknown Message', code: 10008 });
+      expect(missing.header('x-ratelimit-bucket')).toBe('9a4e05a217afd885787cb9f6f7d71853');
+      expect(missing.header('x-ratelimit-limit')).toBe('5');
+      expect(missing.header('x-ratelimit-remaining')).toBe('4');
+      // The 404s spend their own counter: the sixth is refused while deletes of real messages go on.
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await call('DELETE', message(gone))).status);
+      expect(statuses).toEqual([404, 404, 404, 404, 429]);
+      const still = await call('DELETE', message(M1));
+      expect(still.status).toBe(204);
+      expect(still.header('x-ratelimit-remaining')).toBe('28');
+      expect(fake.stats()).toMatchObject({ invalid: 1, rateLimited: { user: 1 } });
+
+      // Added at run time; other message routes, webhook messages included, answer 404 as well.
+      fake.deleteMessage(later);
+      const get = await call('GET', message(later));
+      expect(get.status).toBe(404);
+      expect(get.json()).toEqual({ message: 'Unknown Message', code: 10008 });
+      const hook = `/api/v10/webhooks/${WH}/token/messages/${later}`;
+      expect((await call('PATCH', hook, { auth: null, body: '{}' })).status).toBe(404);
+      // reset() forgets run-time deletions but keeps the option's ids.
+      fake.reset();
+      expect((await call('GET', message(later))).status).toBe(200);
+      expect((await call('DELETE', message(gone))).status).toBe(404);
+    });
+  });
+});

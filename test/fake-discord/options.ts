@@ -43,6 +43,12 @@ export interface FakeDiscordOptions {
    */
   shortRetryAfter?: number | null;
   policies?: PolicyOverride[];
+  /**
+   * Message ids that do not exist: requests for them under /channels/{c}/messages/{m} and
+   * /webhooks/{w}/{t}/messages/{m} get 404 Unknown Message (10008); a message DELETE's 404 carries
+   * the young-message hash and counter (§2.4). Kept across reset(); FakeDiscord.deleteMessage adds more.
+   */
+  unknownMessages?: readonly string[];
   /** 401 for requests without Authorization on routes that need one (not webhooks, callbacks, invites). */
   requireAuth?: boolean;
   recordBodies?: boolean;
@@ -71,6 +77,7 @@ export const DEFAULTS: ResolvedOptions = {
   retryAfterDecimals: 3,
   shortRetryAfter: null,
   policies: [],
+  unknownMessages: [],
   requireAuth: true,
   recordBodies: true,
   maxRecords: 200_000,

@@ -124,6 +124,14 @@ export class FakeDiscord {
     this.model.deleteWebhook(id);
   }
 
+  /**
+   * Later requests for this message id (channel or webhook message routes) get 404 Unknown Message
+   * (10008); a message DELETE's 404 carries another hash and counter than the route's 204s (§2.4).
+   */
+  deleteMessage(id: string): void {
+    this.model.deleteMessage(id);
+  }
+
   /** Counts the webhook's hidden 30/60 s execute limit per channel, shared with the channel's other webhooks. */
   linkWebhook(webhookId: string, channelId: string): void {
     this.model.linkWebhook(webhookId, channelId);
