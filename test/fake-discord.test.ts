@@ -720,3 +720,43 @@ describe('fake Discord unknown messages', () => {
     });
   });
 });
+
+describe('fake Discord long blocks', () => {
+  it('keeps a resource closed for a shared 429 of an hour, past the caller bucket windows', async () => {
+    const hour = 3_600_000;
+    const shared = { name: 'guild-prune', limit: 1, windowMs: hour, key: 'major' } as const;
+    const policies = [
+      { method: 'POST', template: '/guilds/{id}/prune', limit: 10, windowMs: 500, shared },
+      { method: 'GET', template: '/guilds/{id}/prune', limit: 1, windowMs: hour },
+    ];
+    await withFake({ policies }, async (fake, call) => {
+      const prune = (guild: string) => `/api/v10/guilds/${guild}/prune`;
+      expect((await call('POST', prune(C1), { body: '{}' })).status).toBe(200);
+      const blocked = await call('POST', prune(C1), { body: '{}' });
+      expect(blocked.status).toBe(429);
+      expect(blocked.header('x-ratelimit-scope')).toBe('shared');
+      expect(blocked.header('retry-after')).toBe('3600');
+      expect(blocked.header('x-ratelimit-remaining')).toBe('9');
+      expect(blocked.json()).toMatchObject({ message: 'The resource is being rate limited.', global: false });
+      expect(blocked.json().retry_after).toBeGreaterThan(3599);
+      // Once the caller's own 500 ms bucket has reset, the resource is still closed, to anyone.
+      await sleep(550);
+      const still = await call('POST', prune(C1), { body: '{}' });
+      expect(still.status).toBe(429);
+      expect(still.header('x-ratelimit-scope')).toBe('shared');
+      expect(still.header('x-ratelimit-reset-after')).toBe('0.500');
+      expect(Number(still.header('retry-after'))).toBeGreaterThanOrEqual(3599);
+      const other = await call('POST', prune(C1), { body: '{}', auth: bot('100000000000000002') });
+      expect(other.header('x-ratelimit-scope')).toBe('shared');
+      expect((await call('POST', prune(C2), { body: '{}' })).status).toBe(200);
+
+      // A route bucket with an hour's window answers user 429s of an hour as well.
+      expect((await call('GET', prune(C1))).status).toBe(200);
+      const user = await call('GET', prune(C1));
+      expect(user.header('x-ratelimit-scope')).toBe('user');
+      expect(user.header('retry-after')).toBe('3600');
+      expect(user.header('x-ratelimit-reset-after')).toMatch(/^3599\.\d{3}$|^3600\.000$/);
+      expect(fake.stats()).toMatchObject({ invalid: 1, rateLimited: { shared: 3, user: 1 } });
+    });
+  });
+});
