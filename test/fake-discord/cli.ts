@@ -27,7 +27,8 @@ const HELP = `Usage: npm run fake-discord -- [options]
   --record              FAKE_RECORD=1: keep request bodies (off here: a long run would fill memory)
   --help
 
-Control: GET /__fake/stats, POST /__fake/reset, /__fake/ban?ms=, /__fake/fail?n=&kind=, /__fake/policy`;
+Control: GET /__fake/stats, POST /__fake/reset, /__fake/ban?ms=, /__fake/fail?n=&kind=, /__fake/policy,
+         /__fake/delete-message?id=`;
 
 const { values } = parseArgs({
   options: {

@@ -156,7 +156,10 @@ export class FakeDiscord {
     this.table.set(override);
   }
 
-  /** Back to a fresh start: counters, bans, stats, records and injected behaviours; policies stay. */
+  /**
+   * Back to a fresh start: counters, bans, stats, records and injected behaviours; policies and the
+   * unknownMessages option stay. Requests still in transit arrive afterwards and count as new ones.
+   */
   reset(): void {
     this.model.reset();
     this.recorder.clear();
