@@ -27,6 +27,11 @@ interface InTransit {
   readonly readAt: number;
 }
 
+interface Arrival {
+  readonly info: RequestInfo;
+  readonly rec: ReceivedRequest;
+}
+
 const GATEWAY_PAGE = (status: number, text: string): string =>
   `<html><head><title>${status} ${text}</title></head><body><center><h1>${status} ${text}</h1></center></body></html>\n`;
 
@@ -42,6 +47,7 @@ export class FakeDiscord {
   private readonly model: DiscordModel;
   private readonly recorder: Recorder;
   private readonly transit: LatencySampler;
+  private readonly transitless: boolean;
   private readonly latency: LatencySampler;
   private readonly format: ReplyFormat;
   private server: Server | null = null;
@@ -55,6 +61,7 @@ export class FakeDiscord {
     this.table = new RouteTable(o.policies);
     this.model = new DiscordModel(o);
     this.transit = latencySampler(o.transit);
+    this.transitless = o.transit.kind === 'none';
     this.latency = latencySampler(o.latency);
     this.recorder = new Recorder({
       recordBodies: o.recordBodies,
@@ -178,13 +185,17 @@ export class FakeDiscord {
     }
     // Read now: a client that leaves during the transit takes its socket's address with it.
     const ip = req.socket.remoteAddress ?? 'unknown';
+    // Without a transit a request is recorded as soon as its headers are in, as it always was: tests
+    // watch `received` to see a streamed upload reach the fake before its body has.
+    const early = this.transitless ? this.record(req, url, ip, performance.now(), null) : null;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('error', () => {});
     req.on('end', () => {
       const body =
         chunks.length === 0 ? EMPTY_BODY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      this.travel({ req, res, url, ip, body, readAt: performance.now() });
+      if (early) this.handle(req, res, early, body, performance.now());
+      else this.travel({ req, res, url, ip, body, readAt: performance.now() });
     });
   };
 
@@ -207,10 +218,15 @@ export class FakeDiscord {
    * Discord would have counted it; only the answer is then dropped.
    */
   private arrive(t: InTransit, at: number): void {
-    const info = this.describe(t.req, t.url, t.ip);
+    this.handle(t.req, t.res, this.record(t.req, t.url, t.ip, at, t.readAt), t.body, at);
+  }
+
+  /** Records an arrival; readAt null means the request is recorded before its body is read (no transit). */
+  private record(req: IncomingMessage, url: string, ip: string, at: number, readAt: number | null): Arrival {
+    const info = this.describe(req, url, ip);
     const rec: ReceivedRequest = {
       at,
-      readAt: t.readAt,
+      readAt: readAt ?? at,
       method: info.method,
       path: info.path,
       query: info.query,
@@ -219,11 +235,11 @@ export class FakeDiscord {
       exempt: info.exempt,
       route: info.policy?.routeKey ?? `${info.method} ${genericTemplate(info.segs)}`,
       status: 0,
-      rawHeaders: t.req.rawHeaders,
+      rawHeaders: req.rawHeaders,
       body: EMPTY_BODY,
     };
     this.recorder.arrive(rec);
-    this.handle(t.req, t.res, info, rec, t.body);
+    return { info, rec };
   }
 
   private describe(req: IncomingMessage, url: string, ip: string): RequestInfo {
@@ -251,12 +267,13 @@ export class FakeDiscord {
     };
   }
 
+  /** Decides a request that has arrived, at `now`, and answers it after the simulated latency. */
   private handle(
     req: IncomingMessage,
     res: ServerResponse,
-    info: RequestInfo,
-    rec: ReceivedRequest,
+    { info, rec }: Arrival,
     body: Buffer,
+    now: number,
   ): void {
     this.recorder.body(rec, body);
     const failure = this.takeFailure();
@@ -265,7 +282,6 @@ export class FakeDiscord {
       if (failure === 'reset') req.socket.destroy();
       return;
     }
-    const now = rec.at;
     const r = failure ? failureReply(failure) : this.model.evaluate(info, body, now);
     this.recorder.answered(rec, r.status, r.kind);
     if (isInvalid(r)) {
