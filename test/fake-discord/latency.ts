@@ -10,7 +10,10 @@ export type LatencyOption =
       capMs?: number;
     };
 
-/** Milliseconds to hold a request or a response; reads and writes differ because Discord's writes are slower (§6.3). */
+/**
+ * Milliseconds to hold a request on its way or an answer; reads and writes differ because Discord's
+ * writes are slower (§6.3).
+ */
 export type LatencySampler = (method: string) => number;
 
 export function latencySampler(option: LatencyOption): LatencySampler {

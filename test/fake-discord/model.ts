@@ -80,7 +80,7 @@ function messageIdOf(segs: readonly string[]): string | undefined {
   return undefined;
 }
 
-/** The route's own ways of answering: no rate-limit headers, or a short Retry-After. Global 429s are not the route's. */
+/** The route's own ways of answering: no rate-limit headers, or a short Retry-After (not on global 429s). */
 function routeStyled(r: Reply, p: Policy | undefined): Reply {
   if (!p || r.kind === 'global' || (p.headers && p.shortRetryAfter === null)) return r;
   const shortRetryAfter = p.shortRetryAfter ?? r.shortRetryAfter;

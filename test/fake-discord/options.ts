@@ -20,7 +20,7 @@ export interface FakeDiscordOptions {
    * ends (the request "arrives"), so requests in flight cross window boundaries as they do over a WAN.
    */
   transit?: LatencyOption;
-  /** Processing and return trip, sampled per request after the decision; headers are computed when it ends. */
+  /** Processing and return trip, sampled per request after the decision; headers are computed as it ends. */
   latency?: LatencyOption;
   /** Requests per second per identity. */
   globalLimit?: number;
