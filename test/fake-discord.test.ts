@@ -2,7 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { snowflake } from './fake-discord/bodies.js';
+import { latencySampler } from './fake-discord/latency.js';
 import { BusiestWindow, maxInWindow } from './fake-discord/limits.js';
+import { far, fixed, near } from './fake-discord/profiles.js';
 import { FakeDiscord, type FakeDiscordOptions } from './fake-discord/server.js';
 
 // The fake upstream is the yardstick for every proxy test, so its own behaviour is pinned here through
@@ -463,6 +465,298 @@ describe('fake Discord formatting options', () => {
       expect(performance.now() - started).toBeGreaterThanOrEqual(79);
       expect(Number(r.header('x-ratelimit-reset-after'))).toBeLessThanOrEqual(4.92);
       expect(Number(r.header('x-envoy-upstream-service-time'))).toBe(80);
+    });
+  });
+});
+
+describe('fake Discord transit', () => {
+  const pins = `/api/v10/channels/${C1}/pins`;
+
+  /** Waits, at most ~2 s, until `n` requests have arrived at the fake. */
+  async function arrivals(fake: FakeDiscord, n: number): Promise<void> {
+    for (let i = 0; i < 200 && fake.received.length < n; i++) await sleep(10);
+  }
+
+  it('samples each request its own transit, so requests arrive in another order than they were read', async () => {
+    const transit = { kind: 'lognormal', medianGetMs: 40, medianWriteMs: 40, sigma: 1, capMs: 400 } as const;
+    await withFake({ transit }, async (fake, call) => {
+      const sends: Promise<Res>[] = [];
+      for (let i = 0; i < 40; i++) {
+        sends.push(call('GET', `/api/v10/users/@me?i=${i}`));
+        await sleep(1);
+      }
+      const answers = await Promise.all(sends);
+      expect(answers.map((a) => a.status)).toEqual(Array(40).fill(200));
+      const rec = fake.received;
+      expect(rec).toHaveLength(40);
+      const readOrder = [...rec].sort((a, b) => a.readAt - b.readAt).map((r) => r.query);
+      expect(rec.map((r) => r.query)).not.toEqual(readOrder);
+      // `received` is in arrival order, which is the order decisions were made in.
+      for (let i = 1; i < rec.length; i++) expect(rec[i]!.at).toBeGreaterThanOrEqual(rec[i - 1]!.at);
+      for (const r of rec) expect(r.at).toBeGreaterThanOrEqual(r.readAt);
+      expect(Math.max(...rec.map((r) => r.at - r.readAt))).toBeGreaterThan(40);
+    });
+  });
+
+  it('decides at arrival: a window opens when its first request arrives, not when it was sent', async () => {
+    const policies = [{ method: 'GET', template: '/channels/{id}/pins', limit: 1, windowMs: 600 }];
+    await withFake({ transit: { kind: 'fixed', ms: 150 }, policies }, async (fake, call) => {
+      const first = await call('GET', pins);
+      const answeredAt = performance.now();
+      expect(first.status).toBe(200);
+      // The window opened on arrival and the answer left at once, so it shows the whole window; a fake
+      // that decided on receipt and only held the answer would show 0.450.
+      expect(first.header('x-ratelimit-reset-after')).toBe('0.600');
+      // Sent at once, this one arrives at least 150 ms into the window.
+      const early = await call('GET', pins);
+      expect(early.status).toBe(429);
+      expect(early.json().retry_after).toBeLessThanOrEqual(0.45);
+      // Sent 100 ms before the window ends by the first answer's headers; it arrives 50 ms after the end.
+      await sleep(Math.max(0, answeredAt + 500 - performance.now()));
+      const late = await call('GET', pins);
+      expect(late.status).toBe(200);
+      expect(late.header('x-ratelimit-reset-after')).toBe('0.600');
+      const [a, e, l] = fake.received;
+      for (const r of [a!, e!, l!]) expect(r.at - r.readAt).toBeGreaterThanOrEqual(149);
+      expect(e!.at - a!.at).toBeGreaterThanOrEqual(149);
+      expect(l!.at - a!.at).toBeGreaterThanOrEqual(600);
+      expect(fake.received.map((r) => r.status)).toEqual([200, 429, 200]);
+    });
+  });
+
+  it('still decides a request whose client left during the transit, and only drops the answer', async () => {
+    const policies = [{ method: 'GET', template: '/channels/{id}/pins', limit: 2, windowMs: 60_000 }];
+    await withFake({ transit: { kind: 'fixed', ms: 300 }, policies }, async (fake, call) => {
+      const authorization = bot('100000000000000001');
+      const gone = request(`${fake.url}${pins}`, {
+        headers: { authorization },
+        signal: AbortSignal.timeout(50),
+      });
+      await expect(gone).rejects.toThrow();
+      expect(fake.received).toHaveLength(0);
+      await arrivals(fake, 1);
+      expect(fake.received.map((r) => r.status)).toEqual([200]);
+      // The departed request used a slot, as it would have at Discord.
+      const next = await call('GET', pins);
+      expect(next.header('x-ratelimit-remaining')).toBe('0');
+    });
+  });
+
+  it('stop() drops requests still in transit instead of deciding them later', async () => {
+    const fake = new FakeDiscord({ transit: { kind: 'fixed', ms: 300 } });
+    const url = await fake.start();
+    const authorization = bot('100000000000000001');
+    const inFlight = request(`${url}/api/v10/users/@me`, { headers: { authorization } }).then(
+      () => 'answered',
+      () => 'failed',
+    );
+    await sleep(100);
+    await fake.stop();
+    expect(await inFlight).toBe('failed');
+    await sleep(400);
+    expect(fake.received).toHaveLength(0);
+    expect(fake.stats().total).toBe(0);
+  });
+});
+
+describe('fake Discord distance profiles', () => {
+  it('near decides and answers at once; fixed() holds requests there and answers back', async () => {
+    await withFake({ ...near }, async (fake, call) => {
+      const r = await call('GET', '/api/v10/gateway/bot');
+      expect(r.header('x-envoy-upstream-service-time')).toBe('0');
+      expect(r.header('x-ratelimit-reset-after')).toBe('5.000');
+      expect(fake.received[0]!.at).toBe(fake.received[0]!.readAt);
+    });
+    await withFake({ ...fixed(100, 50) }, async (fake, call) => {
+      const r = await call('GET', '/api/v10/gateway/bot');
+      expect(r.header('x-envoy-upstream-service-time')).toBe('50');
+      expect(Number(r.header('x-ratelimit-reset-after'))).toBeLessThanOrEqual(4.95);
+      const rec = fake.received[0]!;
+      expect(rec.at - rec.readAt).toBeGreaterThanOrEqual(99);
+    });
+  });
+
+  it('far delays both ways with per-request samples, within the caps', async () => {
+    await withFake({ ...far }, async (fake, call) => {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => call('GET', `/api/v10/users/@me?i=${i}`)),
+      );
+      const service = answers.map((a) => Number(a.header('x-envoy-upstream-service-time')));
+      expect(Math.min(...service)).toBeGreaterThan(0);
+      expect(Math.max(...service)).toBeLessThanOrEqual(600);
+      expect(new Set(service).size).toBeGreaterThan(1);
+      for (const r of fake.received) expect(r.at).toBeGreaterThan(r.readAt);
+    });
+  });
+
+  it('caps lognormal samples at capMs around the configured median', () => {
+    const sample = latencySampler(far.transit);
+    const xs = Array.from({ length: 4000 }, () => sample('GET')).sort((a, b) => a - b);
+    expect(xs[xs.length - 1]).toBeLessThanOrEqual(400);
+    expect(xs[2000]).toBeGreaterThan(34);
+    expect(xs[2000]).toBeLessThan(46);
+    // Uncapped, the default cap is 20 × the median.
+    const wide = latencySampler({ kind: 'lognormal', medianGetMs: 10, medianWriteMs: 10, sigma: 3 });
+    expect(Math.max(...Array.from({ length: 4000 }, () => wide('GET')))).toBeLessThanOrEqual(200);
+  });
+});
+
+describe('fake Discord header-less routes and short Retry-After', () => {
+  const pins = `/api/v10/channels/${C1}/pins`;
+
+  it('limits a header-less route per identity and major, and its 429 carries only Retry-After', async () => {
+    const policies = [
+      {
+        method: 'POST',
+        template: '/guilds/{id}/emojis',
+        limit: 2,
+        windowMs: 60_000,
+        headers: false,
+        shared: null,
+      },
+    ];
+    await withFake({ policies }, async (fake, call) => {
+      const emojis = (guild: string) => `/api/v10/guilds/${guild}/emojis`;
+      for (let i = 0; i < 2; i++) {
+        const ok = await call('POST', emojis(C1), { body: '{}' });
+        expect(ok.status).toBe(200);
+        expect(rateLimitHeaders(ok)).toEqual([]);
+      }
+      const limited = await call('POST', emojis(C1), { body: '{}' });
+      expect(limited.status).toBe(429);
+      expect(rateLimitHeaders(limited)).toEqual([]);
+      expect(limited.header('retry-after')).toBe('60');
+      expect(limited.header('via')).toBe('1.1 google');
+      const body = limited.json();
+      expect(Object.keys(body).sort()).toEqual(['global', 'message', 'retry_after']);
+      expect(body).toMatchObject({ message: 'You are being rate limited.', global: false });
+      expect(body.retry_after).toBeGreaterThan(59);
+      expect(body.retry_after).toBeLessThanOrEqual(60);
+      // Counted per guild and per identity, as any route bucket.
+      expect((await call('POST', emojis(C2), { body: '{}' })).status).toBe(200);
+      const otherBot = await call('POST', emojis(C1), { body: '{}', auth: bot('100000000000000002') });
+      expect(otherBot.status).toBe(200);
+      expect(fake.stats()).toMatchObject({ invalid: 1, rateLimited: { user: 1 } });
+
+      // An override of a seeded route keeps its limit and only drops the headers.
+      fake.setPolicy({ method: 'DELETE', template: '/guilds/{id}/emojis/{id}', headers: false });
+      const deleted = await call('DELETE', `/api/v10/guilds/${C1}/emojis/${M1}`);
+      expect(deleted.status).toBe(204);
+      expect(rateLimitHeaders(deleted)).toEqual([]);
+    });
+  });
+
+  it('can send a Retry-After shorter than the body retry_after (#7394), so header-only clients come back early', async () => {
+    const policies = [
+      { method: 'GET', template: '/channels/{id}/pins', limit: 1, windowMs: 3000, shortRetryAfter: 0.5 },
+    ];
+    await withFake({ policies }, async (fake, call) => {
+      expect((await call('GET', pins)).status).toBe(200);
+      const limited = await call('GET', pins);
+      expect(limited.status).toBe(429);
+      expect(limited.header('x-ratelimit-scope')).toBe('user');
+      expect(limited.json().retry_after).toBeGreaterThan(2);
+      expect(limited.header('retry-after')).toBe('1');
+      await sleep(1000 + 20);
+      const early = await call('GET', pins);
+      expect(early.status).toBe(429);
+      expect(Number(early.header('retry-after'))).toBeLessThan(early.json().retry_after as number);
+      expect(fake.stats().invalid).toBe(2);
+      // Other routes keep the ceiling of the real wait.
+      await call('GET', '/api/v10/gateway/bot');
+      await call('GET', '/api/v10/gateway/bot');
+      expect((await call('GET', '/api/v10/gateway/bot')).header('retry-after')).toBe('5');
+    });
+  });
+
+  it('shortens Retry-After on every Discord 429 with the global option, global ones included', async () => {
+    await withFake({ globalLimit: 1, shortRetryAfter: 0 }, async (_fake, call) => {
+      expect((await call('GET', '/api/v10/gateway')).status).toBe(200);
+      const limited = await call('GET', '/api/v10/gateway');
+      expect(limited.status).toBe(429);
+      expect(limited.header('x-ratelimit-global')).toBe('true');
+      expect(limited.header('retry-after')).toBe('0');
+      expect(limited.json().retry_after).toBeGreaterThan(0.5);
+    });
+    expect(() => new FakeDiscord({ shortRetryAfter: 2 })).toThrow(/0\.\.1/);
+  });
+});
+
+describe('fake Discord unknown messages', () => {
+  it('answers a DELETE of an unknown message 404 with another hash and counter than the 204s', async () => {
+    const gone = snowflake(Date.now() - 24 * 3600 * 1000);
+    const later = '555555555555555555';
+    await withFake({ unknownMessages: [gone] }, async (fake, call) => {
+      const message = (id: string) => `/api/v10/channels/${C1}/messages/${id}`;
+      const ok = await call('DELETE', message(M1));
+      expect(ok.status).toBe(204);
+      expect(ok.header('x-ratelimit-bucket')).toBe('b5e35274c6fd5cfec77fe9bfaf059ad6');
+      const missing = await call('DELETE', message(gone));
+      expect(missing.status).toBe(404);
+      expect(missing.json()).toEqual({ message: 'Unknown Message', code: 10008 });
+      expect(missing.header('x-ratelimit-bucket')).toBe('9a4e05a217afd885787cb9f6f7d71853');
+      expect(missing.header('x-ratelimit-limit')).toBe('5');
+      expect(missing.header('x-ratelimit-remaining')).toBe('4');
+      // The 404s spend their own counter: the sixth is refused while deletes of real messages go on.
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await call('DELETE', message(gone))).status);
+      expect(statuses).toEqual([404, 404, 404, 404, 429]);
+      const still = await call('DELETE', message(M1));
+      expect(still.status).toBe(204);
+      expect(still.header('x-ratelimit-remaining')).toBe('28');
+      expect(fake.stats()).toMatchObject({ invalid: 1, rateLimited: { user: 1 } });
+
+      // Added at run time; other message routes, webhook messages included, answer 404 as well.
+      fake.deleteMessage(later);
+      const get = await call('GET', message(later));
+      expect(get.status).toBe(404);
+      expect(get.json()).toEqual({ message: 'Unknown Message', code: 10008 });
+      const hook = `/api/v10/webhooks/${WH}/token/messages/${later}`;
+      expect((await call('PATCH', hook, { auth: null, body: '{}' })).status).toBe(404);
+      // reset() forgets run-time deletions but keeps the option's ids.
+      fake.reset();
+      expect((await call('GET', message(later))).status).toBe(200);
+      expect((await call('DELETE', message(gone))).status).toBe(404);
+    });
+  });
+});
+
+describe('fake Discord long blocks', () => {
+  it('keeps a resource closed for a shared 429 of an hour, past the caller bucket windows', async () => {
+    const hour = 3_600_000;
+    const shared = { name: 'guild-prune', limit: 1, windowMs: hour, key: 'major' } as const;
+    const policies = [
+      { method: 'POST', template: '/guilds/{id}/prune', limit: 10, windowMs: 500, shared },
+      { method: 'GET', template: '/guilds/{id}/prune', limit: 1, windowMs: hour },
+    ];
+    await withFake({ policies }, async (fake, call) => {
+      const prune = (guild: string) => `/api/v10/guilds/${guild}/prune`;
+      expect((await call('POST', prune(C1), { body: '{}' })).status).toBe(200);
+      const blocked = await call('POST', prune(C1), { body: '{}' });
+      expect(blocked.status).toBe(429);
+      expect(blocked.header('x-ratelimit-scope')).toBe('shared');
+      expect(blocked.header('retry-after')).toBe('3600');
+      expect(blocked.header('x-ratelimit-remaining')).toBe('9');
+      expect(blocked.json()).toMatchObject({ message: 'The resource is being rate limited.', global: false });
+      expect(blocked.json().retry_after).toBeGreaterThan(3599);
+      // Once the caller's own 500 ms bucket has reset, the resource is still closed, to anyone.
+      await sleep(550);
+      const still = await call('POST', prune(C1), { body: '{}' });
+      expect(still.status).toBe(429);
+      expect(still.header('x-ratelimit-scope')).toBe('shared');
+      expect(still.header('x-ratelimit-reset-after')).toBe('0.500');
+      expect(Number(still.header('retry-after'))).toBeGreaterThanOrEqual(3599);
+      const other = await call('POST', prune(C1), { body: '{}', auth: bot('100000000000000002') });
+      expect(other.header('x-ratelimit-scope')).toBe('shared');
+      expect((await call('POST', prune(C2), { body: '{}' })).status).toBe(200);
+
+      // A route bucket with an hour's window answers user 429s of an hour as well.
+      expect((await call('GET', prune(C1))).status).toBe(200);
+      const user = await call('GET', prune(C1));
+      expect(user.header('x-ratelimit-scope')).toBe('user');
+      expect(user.header('retry-after')).toBe('3600');
+      expect(user.header('x-ratelimit-reset-after')).toMatch(/^3599\.\d{3}$|^3600\.000$/);
+      expect(fake.stats()).toMatchObject({ invalid: 1, rateLimited: { shared: 3, user: 1 } });
     });
   });
 });

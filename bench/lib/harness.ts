@@ -147,8 +147,17 @@ export class Harness {
     return this.options.placement;
   }
 
-  /** A fake Discord in its own process; one per name, started on first use. */
-  async fake(name: string, latency: string, globalLimit: number): Promise<Service> {
+  /**
+   * A fake Discord in its own process; one per name, started on first use. `extraArgs` go to its CLI
+   * after the others, e.g. ['--profile', 'far'] (then pass latency '' to keep the profile's) or
+   * ['--transit-ms', '40'].
+   */
+  async fake(
+    name: string,
+    latency: string,
+    globalLimit: number,
+    extraArgs: readonly string[] = [],
+  ): Promise<Service> {
     const existing = this.fakes.get(name);
     if (existing) return existing;
     const service = await onFreePort((port) =>
@@ -158,10 +167,10 @@ export class Harness {
         args: nodeArgs('test/fake-discord/cli.ts', [
           '--port',
           String(port),
-          '--latency',
-          latency,
+          ...(latency === '' ? [] : ['--latency', latency]),
           '--global',
           String(globalLimit),
+          ...extraArgs,
         ]),
         env: cleanEnv({}),
         port,

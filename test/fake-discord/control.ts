@@ -12,6 +12,7 @@ import type { FailureKind, FakeDiscord } from './server.js';
 //   POST /__fake/revoke        body: {"authorization": "Bot ..."}
 //   POST /__fake/forbid?method=POST&prefix=/channels/1
 //   POST /__fake/delete-webhook?id=123
+//   POST /__fake/delete-message?id=123
 
 const FAILURES: readonly string[] = ['500', '502', '504', 'hang', 'reset'];
 
@@ -58,6 +59,11 @@ function apply(fake: FakeDiscord, action: string, params: URLSearchParams, body:
       return fake.forbid(params.get('method') ?? '*', params.get('prefix') ?? '/');
     case 'delete-webhook':
       return fake.deleteWebhook(params.get('id') ?? '');
+    case 'delete-message': {
+      const id = params.get('id');
+      if (!id) throw new Error('delete-message needs ?id=');
+      return fake.deleteMessage(id);
+    }
     default:
       throw new Error(`unknown control action ${action}`);
   }

@@ -1,9 +1,19 @@
 export type LatencyOption =
   | { kind: 'none' }
   | { kind: 'fixed'; ms: number }
-  | { kind: 'lognormal'; medianGetMs: number; medianWriteMs: number; sigma: number };
+  | {
+      kind: 'lognormal';
+      medianGetMs: number;
+      medianWriteMs: number;
+      sigma: number;
+      /** Longest sample in ms; default 20 × the median. Gives "median 40 ms, tail to 400 ms". */
+      capMs?: number;
+    };
 
-/** Milliseconds to hold a response; reads and writes differ because Discord's writes are slower (§6.3). */
+/**
+ * Milliseconds to hold a request on its way or an answer; reads and writes differ because Discord's
+ * writes are slower (§6.3).
+ */
 export type LatencySampler = (method: string) => number;
 
 export function latencySampler(option: LatencyOption): LatencySampler {
@@ -13,11 +23,11 @@ export function latencySampler(option: LatencyOption): LatencySampler {
     case 'fixed':
       return () => option.ms;
     case 'lognormal': {
-      const { medianGetMs, medianWriteMs, sigma } = option;
+      const { medianGetMs, medianWriteMs, sigma, capMs } = option;
       return (method) => {
         const median = method === 'GET' || method === 'HEAD' ? medianGetMs : medianWriteMs;
         // Capped so one freak sample cannot stall a benchmark's tail for minutes.
-        return Math.min(median * Math.exp(sigma * gaussian()), median * 20);
+        return Math.min(median * Math.exp(sigma * gaussian()), capMs ?? median * 20);
       };
     }
   }

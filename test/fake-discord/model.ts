@@ -46,6 +46,8 @@ interface Plan {
   readonly shared: SharedSpec | null;
   readonly sharedKey: string;
   readonly subs: readonly SublimitSpec[];
+  /** The path names a message the fake was told does not exist. */
+  readonly unknownMessage: boolean;
 }
 
 const FORM_A = JSON.stringify({
@@ -71,6 +73,20 @@ function matchingSublimits(subs: readonly SublimitSpec[], body: Buffer): readonl
   return subs.filter((s) => s.bodyKeys.some((k) => Object.hasOwn(parsed as object, k)));
 }
 
+/** The message id of /channels/{c}/messages/{m}[/...] or /webhooks/{w}/{t}/messages/{m}[/...]. */
+function messageIdOf(segs: readonly string[]): string | undefined {
+  if (segs[1] === 'channels' && segs[3] === 'messages') return segs[4];
+  if (segs[1] === 'webhooks' && segs[4] === 'messages') return segs[5];
+  return undefined;
+}
+
+/** The route's own ways of answering: no rate-limit headers, or a short Retry-After (not on global 429s). */
+function routeStyled(r: Reply, p: Policy | undefined): Reply {
+  if (!p || r.kind === 'global' || (p.headers && p.shortRetryAfter === null)) return r;
+  const shortRetryAfter = p.shortRetryAfter ?? r.shortRetryAfter;
+  return p.headers ? { ...r, shortRetryAfter } : { ...r, bucket: null, bare: true, shortRetryAfter };
+}
+
 /** 401, 403 and 429 count toward the IP's invalid-request budget, except shared 429s and ban pages (§4). */
 export function isInvalid(r: Reply): boolean {
   return (
@@ -85,10 +101,13 @@ export class DiscordModel {
   private readonly revoked = new Set<string>();
   private readonly deletedWebhooks = new Set<string>();
   private readonly webhookChannels = new Map<string, string>();
+  private readonly unknownMessages = new Set<string>();
   private forbidden: { method: string; prefix: string }[] = [];
   private banAllUntil = 0;
 
-  constructor(private readonly opts: ResolvedOptions) {}
+  constructor(private readonly opts: ResolvedOptions) {
+    for (const id of opts.unknownMessages) this.unknownMessages.add(id);
+  }
 
   evaluate(r: RequestInfo, body: Buffer, now: number): Reply {
     if (this.isBanned(r.ip, now)) return this.banPage();
@@ -100,13 +119,13 @@ export class DiscordModel {
     if (unauthorized) return errorReply(401, '401: Unauthorized', 0);
     const plan = this.plan(r, body);
     const limited = this.limited(r, plan, now);
-    if (limited) return limited;
+    if (limited) return routeStyled(limited, p);
     if (!r.exempt) plan.id.global.take(now);
     if (plan.shared) this.windows.consume(plan.sharedKey, now, plan.shared.windowMs);
     for (const s of plan.subs) this.windows.consume(this.subKey(r, s), now, s.windowMs);
     const b = plan.bucket;
     const own = b ? snap(b, this.windows.consume(plan.bucketKey, now, b.windowMs)) : null;
-    return this.handle(r, body, own, plan.id.botId);
+    return routeStyled(this.handle(r, body, own, plan), p);
   }
 
   countInvalid(ip: string, now: number): void {
@@ -132,6 +151,11 @@ export class DiscordModel {
     this.webhookChannels.set(webhookId, channelId);
   }
 
+  /** Later requests for this message id, in any channel or webhook, get 404 Unknown Message. */
+  deleteMessage(id: string): void {
+    this.unknownMessages.add(id);
+  }
+
   forbid(method: string, prefix: string): void {
     this.forbidden.push({ method: method.toUpperCase(), prefix });
   }
@@ -151,6 +175,8 @@ export class DiscordModel {
     this.revoked.clear();
     this.deletedWebhooks.clear();
     this.webhookChannels.clear();
+    this.unknownMessages.clear();
+    for (const id of this.opts.unknownMessages) this.unknownMessages.add(id);
     this.forbidden = [];
     this.banAllUntil = 0;
   }
@@ -166,7 +192,9 @@ export class DiscordModel {
 
   private plan(r: RequestInfo, body: Buffer): Plan {
     const p = r.policy;
-    const bucket = this.bucketing(p, r.segs);
+    const messageId = this.unknownMessages.size > 0 ? messageIdOf(r.segs) : undefined;
+    const unknownMessage = messageId !== undefined && this.unknownMessages.has(messageId);
+    const bucket = this.bucketing(p, r.segs, unknownMessage);
     // Interaction followups share webhook buckets, but a hidden per-channel limit keyed by the
     // application id would throttle every interaction of the app at once.
     const shared = p?.shared && !r.exempt ? p.shared : null;
@@ -177,6 +205,7 @@ export class DiscordModel {
       shared,
       sharedKey: shared ? this.sharedKey(shared, r) : '',
       subs: p ? matchingSublimits(p.sublimits, body) : [],
+      unknownMessage,
     };
   }
 
@@ -202,10 +231,11 @@ export class DiscordModel {
     return null;
   }
 
-  private handle(r: RequestInfo, body: Buffer, own: BucketSnap | null, botId: string | undefined): Reply {
+  private handle(r: RequestInfo, body: Buffer, own: BucketSnap | null, plan: Plan): Reply {
     if (r.segs[1] === 'webhooks' && this.deletedWebhooks.has(r.segs[2] ?? '')) {
       return errorReply(404, 'Unknown Webhook', 10015, own);
     }
+    if (plan.unknownMessage) return errorReply(404, 'Unknown Message', 10008, own);
     for (const f of this.forbidden) {
       if ((f.method === '*' || f.method === r.method) && r.apiPath.startsWith(f.prefix)) {
         return errorReply(403, 'Missing Permissions', 50013, own);
@@ -213,13 +243,20 @@ export class DiscordModel {
     }
     const p = r.policy;
     const status = p?.successStatus ?? (r.method === 'DELETE' ? 204 : 200);
-    const ok = successReply({ ...r, kind: p?.body ?? 'generic', status, body, botId });
+    const ok = successReply({ ...r, kind: p?.body ?? 'generic', status, body, botId: plan.id.botId });
     return own ? { ...ok, bucket: own } : ok;
   }
 
-  private bucketing(p: Policy | undefined, segs: readonly string[]): Bucketing | null {
+  private bucketing(
+    p: Policy | undefined,
+    segs: readonly string[],
+    unknownMessage: boolean,
+  ): Bucketing | null {
     if (!p?.bucket) return null;
     if (!p.ageBuckets) return p.bucket;
+    // Discord answers a delete of a message it does not know from the young-message bucket, whatever
+    // the id's age, so the 404s carry another hash and counter than the route's 204s (#8330).
+    if (unknownMessage) return p.ageBuckets[0];
     return p.ageBuckets[messageAgeIndex(segs[4], Date.now() + this.opts.clockSkewMs)];
   }
 

@@ -15,6 +15,12 @@ export interface InvalidBanOption {
 export interface FakeDiscordOptions {
   host?: string;
   port?: number;
+  /**
+   * One-way trip to Discord, sampled per request after its body is read. Limits are decided when it
+   * ends (the request "arrives"), so requests in flight cross window boundaries as they do over a WAN.
+   */
+  transit?: LatencyOption;
+  /** Processing and return trip, sampled per request after the decision; headers are computed as it ends. */
   latency?: LatencyOption;
   /** Requests per second per identity. */
   globalLimit?: number;
@@ -30,7 +36,19 @@ export interface FakeDiscordOptions {
   decimals?: 3 | 2;
   /** Precision of retry_after in 429 bodies (3, or 1 as in some real 20028 bodies). */
   retryAfterDecimals?: 3 | 1;
+  /**
+   * Every Discord 429's Retry-After header reports this fraction (0–1) of the real wait, floored to
+   * whole seconds, while the body's retry_after keeps the real wait (#7394). null: the header is the
+   * ceiling of the real wait. A policy's shortRetryAfter wins for its route.
+   */
+  shortRetryAfter?: number | null;
   policies?: PolicyOverride[];
+  /**
+   * Message ids that do not exist: requests for them under /channels/{c}/messages/{m} and
+   * /webhooks/{w}/{t}/messages/{m} get 404 Unknown Message (10008); a message DELETE's 404 carries
+   * the young-message hash and counter (§2.4). Kept across reset(); FakeDiscord.deleteMessage adds more.
+   */
+  unknownMessages?: readonly string[];
   /** 401 for requests without Authorization on routes that need one (not webhooks, callbacks, invites). */
   requireAuth?: boolean;
   recordBodies?: boolean;
@@ -47,6 +65,7 @@ export type ResolvedOptions = Required<Omit<FakeDiscordOptions, 'invalidBan'>> &
 export const DEFAULTS: ResolvedOptions = {
   host: '127.0.0.1',
   port: 0,
+  transit: { kind: 'none' },
   latency: { kind: 'none' },
   globalLimit: 50,
   globalOverrides: {},
@@ -56,7 +75,9 @@ export const DEFAULTS: ResolvedOptions = {
   clockSkewMs: 0,
   decimals: 3,
   retryAfterDecimals: 3,
+  shortRetryAfter: null,
   policies: [],
+  unknownMessages: [],
   requireAuth: true,
   recordBodies: true,
   maxRecords: 200_000,

@@ -46,6 +46,17 @@ export interface PolicyOverride {
   /** null removes a seeded shared limit. */
   shared?: SharedSpec | null;
   successStatus?: 200 | 204;
+  /**
+   * false: the route is limited as usual (limit and windowMs per identity and major) but answers carry
+   * no X-RateLimit-* headers, and its 429s only Retry-After and the JSON body. Emoji routes are limited
+   * per guild and their headers "may be inaccurate" (D-RL:21).
+   */
+  headers?: boolean;
+  /**
+   * Retry-After on this route's 429s reports this fraction (0–1) of the real wait, floored to whole
+   * seconds, while the body's retry_after keeps the real wait (#7394). Overrides the global option.
+   */
+  shortRetryAfter?: number;
 }
 
 /** Which canned success body a route answers with. */
@@ -88,6 +99,9 @@ export interface Policy {
   readonly shared: SharedSpec | null;
   readonly successStatus: 200 | 204;
   readonly body: BodyKind;
+  /** false: no X-RateLimit-* headers on any answer of the route, 429s included. */
+  readonly headers: boolean;
+  readonly shortRetryAfter: number | null;
   /** The merged spec, so a later override can be layered on top. */
   readonly spec: Seed;
 }
@@ -155,8 +169,17 @@ export function compilePolicy(spec: Seed): Policy {
     shared: spec.shared ?? null,
     successStatus: spec.successStatus ?? (method === 'DELETE' ? 204 : 200),
     body: spec.body ?? 'generic',
+    headers: spec.headers !== false,
+    shortRetryAfter: retryFactor(spec.shortRetryAfter, routeId),
     spec,
   };
+}
+
+/** A Retry-After fraction, checked once here so a typo cannot make the header longer than the wait. */
+export function retryFactor(factor: number | null | undefined, where: string): number | null {
+  if (factor === undefined || factor === null) return null;
+  if (!(factor >= 0 && factor <= 1)) throw new Error(`${where}: shortRetryAfter must be within 0..1`);
+  return factor;
 }
 
 /** Layers an override on a policy's spec; a null shared removes the seeded one. */

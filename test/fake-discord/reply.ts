@@ -23,6 +23,10 @@ export interface Reply {
   readonly message: string;
   readonly code: number | null;
   readonly headers: readonly string[];
+  /** No X-RateLimit-* headers at all: a header-less route (PolicyOverride.headers false). */
+  readonly bare: boolean;
+  /** The route's shortRetryAfter; null defers to ReplyFormat.shortRetryAfter. */
+  readonly shortRetryAfter: number | null;
 }
 
 export interface ReplyFormat {
@@ -32,6 +36,8 @@ export interface ReplyFormat {
   readonly scopeOnSuccess: boolean;
   /** Cloudflare ban: Retry-After seconds, or null for the static block page without one (#5810). */
   readonly banRetryAfter: number | null;
+  /** Fraction of the real wait that Retry-After reports (floored), or null for the ceiling of it. */
+  readonly shortRetryAfter: number | null;
 }
 
 export const JSON_TYPE = 'application/json';
@@ -48,6 +54,8 @@ export function reply(kind: ReplyKind, status: number, fields: Partial<Reply> = 
     message: RATE_LIMITED,
     code: null,
     headers: [],
+    bare: false,
+    shortRetryAfter: null,
     ...fields,
   };
 }
@@ -76,8 +84,10 @@ function retryAfterBody(ms: number, decimals: number): number {
   return (Math.max(0, Math.ceil(ms / step - EPS)) * step) / 1000;
 }
 
-function retryAfterHeader(ms: number): string {
-  return String(Math.max(0, Math.ceil(ms / 1000 - EPS)));
+/** Whole seconds: the ceiling of the wait, or a floored fraction of it to mimic #7394's short headers. */
+function retryAfterHeader(ms: number, shortFactor: number | null): string {
+  if (shortFactor === null) return String(Math.max(0, Math.ceil(ms / 1000 - EPS)));
+  return String(Math.max(0, Math.floor((ms * shortFactor) / 1000 + EPS)));
 }
 
 let dateSecond = -1;
@@ -142,12 +152,14 @@ export function render(
   const limited = r.kind === 'user' || r.kind === 'sublimit' || r.kind === 'shared' || r.kind === 'global';
   if (r.bucket) bucketHeaders(h, r.bucket, now, fmt);
   if (r.kind === 'global') h.push('X-RateLimit-Global', 'true', 'X-RateLimit-Scope', 'global');
-  else if (r.kind === 'shared') h.push('X-RateLimit-Scope', 'shared');
+  else if (r.bare) {
+    // A header-less route says nothing about its limit, not even the scope of its 429s.
+  } else if (r.kind === 'shared') h.push('X-RateLimit-Scope', 'shared');
   else if (limited || (r.bucket && fmt.scopeOnSuccess)) h.push('X-RateLimit-Scope', 'user');
   let body = r.body ?? '';
   if (limited) {
     const wait = r.retryAt - now;
-    h.push('Retry-After', retryAfterHeader(wait));
+    h.push('Retry-After', retryAfterHeader(wait, r.shortRetryAfter ?? fmt.shortRetryAfter));
     body = limitedBody(r, wait, fmt);
   }
   if (r.headers.length > 0) h.push(...r.headers);

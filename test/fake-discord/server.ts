@@ -4,7 +4,7 @@ import { handleControl } from './control.js';
 import { type LatencySampler, latencySampler } from './latency.js';
 import { DiscordModel, isInvalid, type RequestInfo } from './model.js';
 import { type FakeDiscordOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import type { PolicyOverride } from './policies.js';
+import { type PolicyOverride, retryFactor } from './policies.js';
 import { errorReply, type Reply, type ReplyFormat, render, reply } from './reply.js';
 import { genericTemplate, isInteractionRoute, majorOf, RouteTable, stripApiPrefix } from './route-table.js';
 import { EMPTY_BODY, type FakeStats, type ReceivedRequest, Recorder } from './stats.js';
@@ -12,9 +12,25 @@ import { EMPTY_BODY, type FakeStats, type ReceivedRequest, Recorder } from './st
 export type { LatencyOption } from './latency.js';
 export type { FakeDiscordOptions, InvalidBanOption } from './options.js';
 export type { CounterScope, PolicyOverride, SharedSpec, SublimitSpec } from './policies.js';
+export { type DistanceOptions, far, fixed, near, PROFILES, type ProfileName } from './profiles.js';
 export type { FakeStats, LimitedScope, ReceivedRequest } from './stats.js';
 
 export type FailureKind = '500' | '502' | '504' | 'hang' | 'reset';
+
+/** A request whose body has been read, on its way to "Discord". */
+interface InTransit {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly url: string;
+  readonly ip: string;
+  readonly body: Buffer;
+  readonly readAt: number;
+}
+
+interface Arrival {
+  readonly info: RequestInfo;
+  readonly rec: ReceivedRequest;
+}
 
 const GATEWAY_PAGE = (status: number, text: string): string =>
   `<html><head><title>${status} ${text}</title></head><body><center><h1>${status} ${text}</h1></center></body></html>\n`;
@@ -30,6 +46,8 @@ export class FakeDiscord {
   private readonly table: RouteTable;
   private readonly model: DiscordModel;
   private readonly recorder: Recorder;
+  private readonly transit: LatencySampler;
+  private readonly transitless: boolean;
   private readonly latency: LatencySampler;
   private readonly format: ReplyFormat;
   private server: Server | null = null;
@@ -42,6 +60,8 @@ export class FakeDiscord {
     this.options = o;
     this.table = new RouteTable(o.policies);
     this.model = new DiscordModel(o);
+    this.transit = latencySampler(o.transit);
+    this.transitless = o.transit.kind === 'none';
     this.latency = latencySampler(o.latency);
     this.recorder = new Recorder({
       recordBodies: o.recordBodies,
@@ -56,10 +76,11 @@ export class FakeDiscord {
       skewMs: o.clockSkewMs,
       scopeOnSuccess: o.scopeOnSuccess,
       banRetryAfter: retryAfter === 'absent' ? null : retryAfter,
+      shortRetryAfter: retryFactor(o.shortRetryAfter, 'FakeDiscordOptions'),
     };
   }
 
-  /** Every request that reached the fake (control routes excepted), in arrival order. */
+  /** Every request that reached "Discord" (control routes excepted), in arrival (decision) order. */
   get received(): ReceivedRequest[] {
     return this.recorder.received;
   }
@@ -85,6 +106,7 @@ export class FakeDiscord {
   }
 
   async stop(): Promise<void> {
+    // Requests still in transit never arrive, and held answers are never sent.
     for (const t of this.pending) clearTimeout(t);
     this.pending.clear();
     if (this.sweeper) clearInterval(this.sweeper);
@@ -107,6 +129,14 @@ export class FakeDiscord {
   /** Every later request under /webhooks/{id} gets 404 Unknown Webhook. */
   deleteWebhook(id: string): void {
     this.model.deleteWebhook(id);
+  }
+
+  /**
+   * Later requests for this message id (channel or webhook message routes) get 404 Unknown Message
+   * (10008); a message DELETE's 404 carries another hash and counter than the route's 204s (§2.4).
+   */
+  deleteMessage(id: string): void {
+    this.model.deleteMessage(id);
   }
 
   /** Counts the webhook's hidden 30/60 s execute limit per channel, shared with the channel's other webhooks. */
@@ -133,7 +163,10 @@ export class FakeDiscord {
     this.table.set(override);
   }
 
-  /** Back to a fresh start: counters, bans, stats, records and injected behaviours; policies stay. */
+  /**
+   * Back to a fresh start: counters, bans, stats, records and injected behaviours; policies and the
+   * unknownMessages option stay. Requests still in transit arrive afterwards and count as new ones.
+   */
   reset(): void {
     this.model.reset();
     this.recorder.clear();
@@ -150,9 +183,50 @@ export class FakeDiscord {
       handleControl(this, req, res);
       return;
     }
-    const info = this.describe(req, url);
+    // Read now: a client that leaves during the transit takes its socket's address with it.
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    // Without a transit a request is recorded as soon as its headers are in, as it always was: tests
+    // watch `received` to see a streamed upload reach the fake before its body has.
+    const early = this.transitless ? this.record(req, url, ip, performance.now(), null) : null;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('error', () => {});
+    req.on('end', () => {
+      const body =
+        chunks.length === 0 ? EMPTY_BODY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      if (early) this.handle(req, res, early, body, performance.now());
+      else this.travel({ req, res, url, ip, body, readAt: performance.now() });
+    });
+  };
+
+  /** The one-way trip to Discord: each request its own delay, so they can overtake one another. */
+  private travel(t: InTransit): void {
+    const delay = this.transit(t.req.method ?? 'GET');
+    if (delay <= 0) {
+      this.arrive(t, t.readAt);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.pending.delete(timer);
+      this.arrive(t, performance.now());
+    }, delay);
+    this.pending.add(timer);
+  }
+
+  /**
+   * Discord has the request: it is recorded and decided now, even if the client has gone meanwhile, as
+   * Discord would have counted it; only the answer is then dropped.
+   */
+  private arrive(t: InTransit, at: number): void {
+    this.handle(t.req, t.res, this.record(t.req, t.url, t.ip, at, t.readAt), t.body, at);
+  }
+
+  /** Records an arrival; readAt null means the request is recorded before its body is read (no transit). */
+  private record(req: IncomingMessage, url: string, ip: string, at: number, readAt: number | null): Arrival {
+    const info = this.describe(req, url, ip);
     const rec: ReceivedRequest = {
-      at: performance.now(),
+      at,
+      readAt: readAt ?? at,
       method: info.method,
       path: info.path,
       query: info.query,
@@ -165,17 +239,10 @@ export class FakeDiscord {
       body: EMPTY_BODY,
     };
     this.recorder.arrive(rec);
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('error', () => {});
-    req.on('end', () => {
-      const body =
-        chunks.length === 0 ? EMPTY_BODY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      this.handle(req, res, info, rec, body);
-    });
-  };
+    return { info, rec };
+  }
 
-  private describe(req: IncomingMessage, url: string): RequestInfo {
+  private describe(req: IncomingMessage, url: string, ip: string): RequestInfo {
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const apiPath = stripApiPrefix(path);
@@ -184,7 +251,6 @@ export class FakeDiscord {
     const method = req.method ?? 'GET';
     const policy = this.table.match(method, segs);
     const auth = req.headers.authorization;
-    const ip = req.socket.remoteAddress ?? 'unknown';
     return {
       method,
       path,
@@ -201,12 +267,13 @@ export class FakeDiscord {
     };
   }
 
+  /** Decides a request that has arrived, at `now`, and answers it after the simulated latency. */
   private handle(
     req: IncomingMessage,
     res: ServerResponse,
-    info: RequestInfo,
-    rec: ReceivedRequest,
+    { info, rec }: Arrival,
     body: Buffer,
+    now: number,
   ): void {
     this.recorder.body(rec, body);
     const failure = this.takeFailure();
@@ -215,7 +282,6 @@ export class FakeDiscord {
       if (failure === 'reset') req.socket.destroy();
       return;
     }
-    const now = performance.now();
     const r = failure ? failureReply(failure) : this.model.evaluate(info, body, now);
     this.recorder.answered(rec, r.status, r.kind);
     if (isInvalid(r)) {

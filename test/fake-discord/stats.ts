@@ -2,8 +2,14 @@ import { BusiestWindow, maxInWindow } from './limits.js';
 import type { ReplyKind } from './reply.js';
 
 export interface ReceivedRequest {
-  /** Arrival time, performance.now() milliseconds. */
+  /**
+   * Arrival at "Discord", performance.now() milliseconds; `received` is in this order. With a transit,
+   * when it ended, which is when the limits were applied. Without one, when the request's headers
+   * reached the fake; the limits are applied once its body is in, which for small bodies is at once.
+   */
   readonly at: number;
+  /** When the transit started, the whole request having been read; equals `at` without a transit. */
+  readonly readAt: number;
   readonly method: string;
   /** As received, with /api/vN, without the query. */
   readonly path: string;
