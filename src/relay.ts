@@ -244,7 +244,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     const kind = classifyResponse(status, rl, contentType, json);
     const waitMs = retryAfterMs(rl, json);
     ctx.metrics.upstream429.inc({ scope: kind === 'route' ? 'user' : (kind as Exclude<ResponseKind, 'ok'>) });
-    // Discord does not count shared-scope 429s against the IP (discord-ratelimits.md §4).
+    // Discord does not count shared-scope 429s against the IP (docs/discord-ratelimits.md §4).
     if (kind !== 'shared') void ctx.budget.record(1);
     if (kind === 'cloudflare') {
       learn(ctx, out.admit, admission, {});
@@ -283,7 +283,8 @@ async function on429(
       learn(ctx, admit, admission, {});
       return;
     case 'shared':
-      // Someone else's use of a shared resource: delay this bucket, keep its counters (discord-ratelimits.md §1.2).
+      // Someone else's use of a shared resource: delay this bucket, keep its counters
+      // (docs/discord-ratelimits.md §1.5).
       learn(ctx, admit, admission, { hash: rl.bucket, blockMs: wait });
       return;
     case 'sublimit':

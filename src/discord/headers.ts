@@ -43,7 +43,8 @@ function parseScope(value: string | undefined): RateLimitHeaders['scope'] {
 
 /**
  * Reads the rate-limit facts of one response (header names lower case, as undici gives them).
- * X-RateLimit-Reset is ignored on purpose: it is absolute and breaks under clock skew (§1.1, #2132).
+ * X-RateLimit-Reset is ignored on purpose: it is absolute and breaks under clock skew
+ * (docs/discord-ratelimits.md §1.1, #2132).
  */
 export function parseRateLimitHeaders(headers: HeaderMap): RateLimitHeaders {
   const global = single(headers['x-ratelimit-global'])?.trim().toLowerCase() === 'true';
@@ -66,9 +67,9 @@ export function parseRateLimitHeaders(headers: HeaderMap): RateLimitHeaders {
 }
 
 /**
- * How a response must be treated (§1–§4). A 429 that did not pass Discord's origin (no Via) or is not JSON
- * comes from Cloudflare, including Form A whose JSON body carries `code: 0`. A missing content type alone is
- * not taken as proof of Cloudflare: Via already says the origin answered.
+ * How a response must be treated (docs/discord-ratelimits.md §1.5). A 429 that did not pass Discord's origin
+ * (no Via) or is not JSON comes from Cloudflare, including Form A whose JSON body carries `code: 0`. A
+ * missing content type alone is not taken as proof of Cloudflare: Via already says the origin answered.
  */
 export function classifyResponse(
   status: number,
@@ -81,14 +82,16 @@ export function classifyResponse(
   if (contentType !== undefined && !JSON_CONTENT_TYPE.test(contentType)) return 'cloudflare';
   if (rl.global || rl.scope === 'global' || body?.global === true) return 'global';
   if (rl.scope === 'shared') return 'shared';
-  // The bucket still has room, so something narrower than the bucket said no (§2.4, #2190).
+  // The bucket still has room, so something narrower than the bucket said no
+  // (docs/discord-ratelimits.md §1.5, #2190).
   if (rl.remaining !== undefined && rl.remaining > 0) return 'sublimit';
   return 'route';
 }
 
 /**
  * How long to wait after a 429: the longer of the body's float `retry_after` and the Retry-After header,
- * since they disagree on shared limits (§1.2) and the header is rounded to whole seconds.
+ * since they disagree on shared limits (docs/discord-ratelimits.md §1.2) and the header is rounded to whole
+ * seconds.
  */
 export function retryAfterMs(
   rl: RateLimitHeaders,
@@ -97,7 +100,8 @@ export function retryAfterMs(
   const seconds = body?.retry_after;
   const bodyMs = typeof seconds === 'number' && seconds >= 0 ? secondsToMs(seconds) : Number.NaN;
   const fromBody = Number.isSafeInteger(bodyMs) ? bodyMs : undefined;
-  // The body carries the actual wait; the header is its ceiling in whole seconds (discord-ratelimits.md §1.2).
-  // Pausing a whole identity for the rounded-up second after a global 429 would waste most of that second.
+  // The body carries the actual wait; the header is its ceiling in whole seconds
+  // (docs/discord-ratelimits.md §6.5). Pausing a whole identity for the rounded-up second after a global 429
+  // would waste most of that second.
   return fromBody ?? rl.retryAfterMs;
 }

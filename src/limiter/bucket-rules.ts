@@ -3,10 +3,10 @@
  * (lua/admit-*.lua, lua/learn-*.lua) implement the same rules line for line, and the contract suite holds both
  * to the same behaviour.
  *
- * Discord's windows start at the first request after a reset (discord-ratelimits.md §1.3) and we only learn
- * where a window ends from the responses, so after a local reset the bucket is "fresh": up to `limit` requests
- * may go, and the first response from the new window tells us when it ends. Responses from an older window that
- * arrive late are recognised by their earlier reset and ignored.
+ * Discord's windows start at the first request after a reset (docs/discord-ratelimits.md §1.3) and we only
+ * learn where a window ends from the responses, so after a local reset the bucket is "fresh": up to `limit`
+ * requests may go, and the first response from the new window tells us when it ends. Responses from an older
+ * window that arrive late are recognised by their earlier reset and ignored.
  */
 import { type AdmitResult, PROBE_POLL_MS, SAME_WINDOW_TOLERANCE_MS, STALLED_WINDOW_MS } from './types.js';
 

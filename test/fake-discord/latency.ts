@@ -3,7 +3,10 @@ export type LatencyOption =
   | { kind: 'fixed'; ms: number }
   | { kind: 'lognormal'; medianGetMs: number; medianWriteMs: number; sigma: number };
 
-/** Milliseconds to hold a response; reads and writes differ because Discord's writes are slower (§6.3). */
+/**
+ * Milliseconds to hold a response; reads and writes differ because Discord's writes are slower
+ * (docs/discord-ratelimits.md §7.3).
+ */
 export type LatencySampler = (method: string) => number;
 
 export function latencySampler(option: LatencyOption): LatencySampler {

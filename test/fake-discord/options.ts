@@ -6,7 +6,10 @@ export interface InvalidBanOption {
   threshold: number;
   windowMs: number;
   banMs: number;
-  /** A: Discord-branded JSON block page; B: Cloudflare's "error code: 1015" page (§4.1). */
+  /**
+   * A: Discord-branded JSON block page; B: Cloudflare's "error code: 1015" page
+   * (docs/discord-ratelimits.md §4.1).
+   */
   form: 'A' | 'B';
   /** Retry-After on ban pages: reported both absent and present in seconds (#5810 vs djs PR 5203). */
   retryAfter: 'absent' | number;
@@ -22,7 +25,10 @@ export interface FakeDiscordOptions {
   globalOverrides?: Record<string, number>;
   /** 'sliding': strict 1000 ms sliding window; 'gcra': burst of globalLimit, then an even rate. */
   globalMode?: 'sliding' | 'gcra';
-  /** X-RateLimit-Scope: user on bucketed non-429 responses too (§1.4); false is the docs-literal mode. */
+  /**
+   * X-RateLimit-Scope: user on bucketed non-429 responses too (docs/discord-ratelimits.md §1.4); false is the
+   * docs-literal mode.
+   */
   scopeOnSuccess?: boolean;
   invalidBan?: Partial<InvalidBanOption>;
   /** Added to X-RateLimit-Reset and Date, to catch proxies that use the absolute reset time. */

@@ -20,7 +20,7 @@ const GATEWAY_PAGE = (status: number, text: string): string =>
   `<html><head><title>${status} ${text}</title></head><body><center><h1>${status} ${text}</h1></center></body></html>\n`;
 
 /**
- * A Discord REST upstream for tests and benchmarks that behaves like discord-ratelimits.md §6: route
+ * A Discord REST upstream for tests and benchmarks that behaves like docs/discord-ratelimits.md §7: route
  * buckets with shared hashes, hidden sublimits and shared limits, a per-identity global limit, and
  * Cloudflare bans after too many invalid requests.
  */
