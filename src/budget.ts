@@ -1,8 +1,8 @@
 /**
  * The invalid-request budget of this egress IP. Discord bans an IP for about an hour after 10,000 invalid
  * requests (401, 403, and 429 except shared scope) in 10 minutes, taking every bot behind it offline
- * (discord-ratelimits.md §4). The count lives in the store, so all replicas share it; each replica keeps the
- * latest value it saw (from its own invalid answers, and a refresh every few seconds) and refuses to send
+ * (docs/discord-ratelimits.md §4). The count lives in the store, so all replicas share it; each replica keeps
+ * the latest value it saw (from its own invalid answers, and a refresh every few seconds) and refuses to send
  * anything once the budget is used up. Requests known to fail are stopped long before, by the marks.
  */
 import type { LimiterStore } from './limiter/types.js';

@@ -246,7 +246,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     const kind = classifyResponse(status, rl, contentType, json);
     const waitMs = retryAfterMs(rl, json);
     ctx.metrics.upstream429.inc({ scope: kind === 'route' ? 'user' : (kind as Exclude<ResponseKind, 'ok'>) });
-    // Discord does not count shared-scope 429s against the IP (discord-ratelimits.md §4).
+    // Discord does not count shared-scope 429s against the IP (docs/discord-ratelimits.md §4).
     if (kind !== 'shared') void ctx.budget.record(1);
     if (kind === 'cloudflare') {
       learn(ctx, out.admit, admission, {});
@@ -285,7 +285,8 @@ async function on429(
       learn(ctx, admit, admission, {});
       return;
     case 'shared':
-      // Someone else's use of a shared resource: delay this bucket, keep its counters (discord-ratelimits.md §1.2).
+      // Someone else's use of a shared resource: delay this bucket, keep its counters
+      // (docs/discord-ratelimits.md §1.5).
       learn(ctx, admit, admission, { hash: rl.bucket, blockMs: wait });
       return;
     case 'sublimit':
@@ -296,9 +297,9 @@ async function on429(
       return;
     default:
       if (rl.bucket === undefined && rl.limit === undefined) {
-        // A route whose answers carry no rate-limit headers has a limit after all (docs/discord-ratelimits.md
-        // §6.4): with no bucket to block, hold this route on this major parameter for the wait, as a sublimit
-        // would, and send its requests one at a time from now on.
+        // A route whose answers carry no rate-limit headers has a limit after all
+        // (docs/discord-ratelimits.md §6.4): with no bucket to block, hold this route on this major parameter for
+        // the wait, as a sublimit would, and send its requests one at a time from now on.
         learn(ctx, admit, admission, {
           sublimitDelay: { tag: admit.sublimit, ms: wait },
           limitedWithoutHeaders: true,
@@ -313,7 +314,7 @@ type Facts = Omit<LearnInput, 'identity' | 'routeKey' | 'major' | 'bucket' | 'pr
 
 /**
  * What an answer other than a 429 teaches. An error (a 404 on a message delete, say) can come from another bucket
- * than the route's successes (docs/discord-ratelimits.md §2.3): it must not re-map the route, and its counters
+ * than the route's successes (docs/discord-ratelimits.md §2.4): it must not re-map the route, and its counters
  * only apply when it names the bucket the request was admitted to.
  */
 function answerFacts(rl: RateLimitHeaders, status: number, admission: Admission): Facts {

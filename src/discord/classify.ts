@@ -3,7 +3,7 @@ import type { RouteInfo } from './types.js';
 const DISCORD_EPOCH_MS = 1_420_070_400_000n;
 const TEN_SECONDS_MS = 10_000;
 const FOURTEEN_DAYS_MS = 14 * 24 * 60 * 60 * 1000;
-/** base64 of "interaction:": every interaction token starts with it (discord-ratelimits.md §2.6). */
+/** base64 of "interaction:": every interaction token starts with it (docs/discord-ratelimits.md §5.4). */
 const INTERACTION_TOKEN_PREFIX = 'aW50ZXJhY3Rpb246';
 /** Webhook tokens are 68 characters and interaction tokens longer; no Discord literal comes close. */
 const TOKEN_MIN_LENGTH = 60;
@@ -70,7 +70,10 @@ function templateSegment(segment: string, previous: string | undefined): string 
   return segment;
 }
 
-/** The route-key tag for message deletes: Discord moves them between buckets by message age (§2.4). */
+/**
+ * The route-key tag for message deletes: Discord moves them between buckets by message age
+ * (docs/discord-ratelimits.md §2.4).
+ */
 function deleteAgeTag(messageId: string, nowMs: number): string {
   if (messageId.length < 17 || messageId.length > 20) return '';
   const createdMs = Number((BigInt(messageId) >> 22n) + DISCORD_EPOCH_MS);
@@ -113,7 +116,8 @@ export function classify(
     } else {
       tokenIndex = 3;
       major = `w:${resourceId}:${tokenHash(token)}`;
-      // Interaction follow-ups share the webhook routes but are exempt from the global limit (§3).
+      // Interaction follow-ups share the webhook routes but are exempt from the global limit
+      // (docs/discord-ratelimits.md §3).
       if (token.startsWith(INTERACTION_TOKEN_PREFIX)) exempt = true;
       else webhookWithToken = true;
     }
@@ -128,7 +132,8 @@ export function classify(
   let template = segments[0] === '' ? '' : templateSegment(segments[0] ?? '', undefined);
   for (let i = 1; i < count; i++) {
     const previous = segments[i - 1];
-    // Emoji and user after /reactions/ all share one bucket per channel (§2.1), so they collapse.
+    // Emoji and user after /reactions/ all share one bucket per channel (docs/discord-ratelimits.md §2.4), so
+    // they collapse.
     if (previous === 'reactions') {
       template += '/:reaction';
       break;
@@ -138,8 +143,9 @@ export function classify(
 
   let routeKey = `${method} ${template}`;
   if (template.startsWith(REACTIONS)) {
-    // Every reaction verb on every message of a channel counts against one bucket (§2.4). One route key makes
-    // them learn one hash with one probe, instead of each verb probing into a bucket another verb emptied.
+    // Every reaction verb on every message of a channel counts against one bucket
+    // (docs/discord-ratelimits.md §2.4). One route key makes them learn one hash with one probe, instead of
+    // each verb probing into a bucket another verb emptied.
     routeKey = REACTIONS_ROUTE_KEY;
   } else if (method === 'DELETE' && template === MESSAGE_BY_ID) {
     routeKey += deleteAgeTag(segments[4] ?? '', nowMs);
@@ -164,7 +170,8 @@ function touchesNameOrTopic(body: Buffer | undefined, contentType: string | unde
 
 /**
  * Which requests a sublimit 429 (remaining > 0) on `routeKey` applies to. Only channel renames and topic
- * changes have a known hidden sublimit (§2.4); elsewhere a sublimit is assumed to cover the whole route.
+ * changes have a known hidden sublimit (docs/discord-ratelimits.md §2.4); elsewhere a sublimit is assumed to
+ * cover the whole route.
  */
 export function sublimitTag(
   routeKey: string,

@@ -43,7 +43,8 @@ function parseScope(value: string | undefined): RateLimitHeaders['scope'] {
 
 /**
  * Reads the rate-limit facts of one response (header names lower case, as undici gives them).
- * X-RateLimit-Reset is ignored on purpose: it is absolute and breaks under clock skew (§1.1, #2132).
+ * X-RateLimit-Reset is ignored on purpose: it is absolute and breaks under clock skew
+ * (docs/discord-ratelimits.md §1.1, #2132).
  */
 export function parseRateLimitHeaders(headers: HeaderMap): RateLimitHeaders {
   const global = single(headers['x-ratelimit-global'])?.trim().toLowerCase() === 'true';
@@ -66,9 +67,9 @@ export function parseRateLimitHeaders(headers: HeaderMap): RateLimitHeaders {
 }
 
 /**
- * How a response must be treated (§1–§4). A 429 that did not pass Discord's origin (no Via) or is not JSON
- * comes from Cloudflare, including Form A whose JSON body carries `code: 0`. A missing content type alone is
- * not taken as proof of Cloudflare: Via already says the origin answered.
+ * How a response must be treated (docs/discord-ratelimits.md §1.5). A 429 that did not pass Discord's origin
+ * (no Via) or is not JSON comes from Cloudflare, including Form A whose JSON body carries `code: 0`. A
+ * missing content type alone is not taken as proof of Cloudflare: Via already says the origin answered.
  */
 export function classifyResponse(
   status: number,
@@ -81,14 +82,15 @@ export function classifyResponse(
   if (contentType !== undefined && !JSON_CONTENT_TYPE.test(contentType)) return 'cloudflare';
   if (rl.global || rl.scope === 'global' || body?.global === true) return 'global';
   if (rl.scope === 'shared') return 'shared';
-  // The bucket still has room, so something narrower than the bucket said no (§2.4, #2190).
+  // The bucket still has room, so something narrower than the bucket said no
+  // (docs/discord-ratelimits.md §1.5, #2190).
   if (rl.remaining !== undefined && rl.remaining > 0) return 'sublimit';
   return 'route';
 }
 
 /**
  * How long to wait after a 429: the body's float `retry_after`, unless the Retry-After header asks for longer than
- * its rounding explains. The header is normally the body's wait rounded up to whole seconds (§1.2), and pausing
+ * its rounding explains. The header is normally the body's wait rounded up to whole seconds (docs/discord-ratelimits.md §1.2), and pausing
  * a whole identity for that rounded-up second after a global 429 would waste most of it; but the two have been
  * seen to disagree (discord-api-docs #7394), and then the longer is the safe one.
  */

@@ -7,7 +7,10 @@ export interface Identity {
   readonly botId?: string;
 }
 
-/** What the proxy needs to know about a request to decide when it may go (pure; see discord-ratelimits.md §2.6). */
+/**
+ * What the proxy needs to know about a request to decide when it may go (pure; see
+ * docs/discord-ratelimits.md §5).
+ */
 export interface RouteInfo {
   /** Route template without ids or tokens, for metrics and logs, e.g. "/channels/:id/messages/:id". */
   readonly template: string;
@@ -35,7 +38,7 @@ export interface RateLimitHeaders {
   readonly via: boolean;
 }
 
-/** How a 429 (or any response) must be treated; see discord-ratelimits.md §1–§4. */
+/** How a 429 (or any response) must be treated; see docs/discord-ratelimits.md §1.5. */
 export type ResponseKind =
   | 'ok' // not a 429
   | 'route' // bucket exhausted: update the bucket, retry

@@ -143,7 +143,7 @@ export const PROBE_POLL_MS = 25;
 /** After a local reset, if no response of the new window arrives (all failed), reopen after this long. */
 export const STALLED_WINDOW_MS = 5000;
 export const GLOBAL_WINDOW_MS = 1000;
-/** Discord counts invalid requests per IP over 10 minutes (discord-ratelimits.md §4). */
+/** Discord counts invalid requests per IP over 10 minutes (docs/discord-ratelimits.md §4). */
 export const INVALID_WINDOW_MS = 600_000;
 /** The invalid-request window is kept in slots of this length; a slot leaves the window as a whole. */
 export const INVALID_SLOT_MS = 10_000;

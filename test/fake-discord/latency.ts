@@ -12,7 +12,7 @@ export type LatencyOption =
 
 /**
  * Milliseconds to hold a request on its way or an answer; reads and writes differ because Discord's
- * writes are slower (§6.3).
+ * writes are slower (docs/discord-ratelimits.md §7.3).
  */
 export type LatencySampler = (method: string) => number;
 

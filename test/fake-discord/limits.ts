@@ -8,7 +8,7 @@ export interface Window {
 
 /**
  * Fixed windows anchored at the first request after a reset, so the first response of a period shows
- * Reset-After equal to the whole window, as observed on real traffic (§1.3).
+ * Reset-After equal to the whole window, as observed on real traffic (docs/discord-ratelimits.md §1.3).
  */
 export class Windows {
   private readonly map = new Map<string, Window>();
@@ -82,7 +82,7 @@ export class SlidingLimiter implements GlobalLimiter {
   }
 }
 
-/** GCRA with burst = rate: `limit` at once, then one every 1000/limit ms (§3 Rec). */
+/** GCRA with burst = rate: `limit` at once, then one every 1000/limit ms (docs/discord-ratelimits.md §3). */
 export class GcraLimiter implements GlobalLimiter {
   private tat = 0;
   private readonly interval: number;
@@ -105,8 +105,8 @@ export class GcraLimiter implements GlobalLimiter {
 }
 
 /**
- * Sliding count of one IP's invalid requests (§4). A ring of the last `threshold` timestamps answers
- * "were there threshold of them within windowMs" in O(1) and fixed memory.
+ * Sliding count of one IP's invalid requests (docs/discord-ratelimits.md §4). A ring of the last `threshold`
+ * timestamps answers "were there threshold of them within windowMs" in O(1) and fixed memory.
  */
 export class InvalidTracker {
   private ring: Float64Array | null = null;

@@ -12,7 +12,7 @@ import type { ResolvedOptions } from './options.js';
 import type { Bucketing, Policy, SharedSpec, SublimitSpec } from './policies.js';
 import { type BucketSnap, errorReply, type Reply, reply } from './reply.js';
 
-// The decision for one request, in the order of discord-ratelimits.md §6.1: Cloudflare ban → auth →
+// The decision for one request, in the order of docs/discord-ratelimits.md §7.1: Cloudflare ban → auth →
 // global → shared → route bucket → sublimit → handler. Every check reads first and nothing is consumed
 // until all have passed, so rejected requests do not use up slots.
 
@@ -87,7 +87,10 @@ function routeStyled(r: Reply, p: Policy | undefined): Reply {
   return p.headers ? { ...r, shortRetryAfter } : { ...r, bucket: null, bare: true, shortRetryAfter };
 }
 
-/** 401, 403 and 429 count toward the IP's invalid-request budget, except shared 429s and ban pages (§4). */
+/**
+ * 401, 403 and 429 count toward the IP's invalid-request budget, except shared 429s and ban pages
+ * (docs/discord-ratelimits.md §4).
+ */
 export function isInvalid(r: Reply): boolean {
   return (
     r.status === 401 || r.status === 403 || r.kind === 'user' || r.kind === 'global' || r.kind === 'sublimit'

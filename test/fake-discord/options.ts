@@ -6,7 +6,10 @@ export interface InvalidBanOption {
   threshold: number;
   windowMs: number;
   banMs: number;
-  /** A: Discord-branded JSON block page; B: Cloudflare's "error code: 1015" page (§4.1). */
+  /**
+   * A: Discord-branded JSON block page; B: Cloudflare's "error code: 1015" page
+   * (docs/discord-ratelimits.md §4.1).
+   */
   form: 'A' | 'B';
   /** Retry-After on ban pages: reported both absent and present in seconds (#5810 vs djs PR 5203). */
   retryAfter: 'absent' | number;
@@ -28,7 +31,10 @@ export interface FakeDiscordOptions {
   globalOverrides?: Record<string, number>;
   /** 'sliding': strict 1000 ms sliding window; 'gcra': burst of globalLimit, then an even rate. */
   globalMode?: 'sliding' | 'gcra';
-  /** X-RateLimit-Scope: user on bucketed non-429 responses too (§1.4); false is the docs-literal mode. */
+  /**
+   * X-RateLimit-Scope: user on bucketed non-429 responses too (docs/discord-ratelimits.md §1.4); false is the
+   * docs-literal mode.
+   */
   scopeOnSuccess?: boolean;
   invalidBan?: Partial<InvalidBanOption>;
   /** Added to X-RateLimit-Reset and Date, to catch proxies that use the absolute reset time. */
@@ -46,7 +52,7 @@ export interface FakeDiscordOptions {
   /**
    * Message ids that do not exist: requests for them under /channels/{c}/messages/{m} and
    * /webhooks/{w}/{t}/messages/{m} get 404 Unknown Message (10008); a message DELETE's 404 carries
-   * the young-message hash and counter (§2.4). Kept across reset(); FakeDiscord.deleteMessage adds more.
+   * the young-message hash and counter (docs/discord-ratelimits.md §2.4). Kept across reset(); FakeDiscord.deleteMessage adds more.
    */
   unknownMessages?: readonly string[];
   /** 401 for requests without Authorization on routes that need one (not webhooks, callbacks, invites). */

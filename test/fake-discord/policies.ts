@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { SEEDS } from './seeds.js';
 
-// Route policies of the fake Discord: which bucket a request lands in (discord-ratelimits.md §2, §6.1).
+// Route policies of the fake Discord: which bucket a request lands in (docs/discord-ratelimits.md §2, §7.1).
 
 export type CounterScope = 'hash' | 'route';
 
@@ -36,9 +36,9 @@ export interface PolicyOverride {
   counter?: CounterScope;
   limit?: number;
   windowMs?: number;
-  /** No X-RateLimit-* headers and no route limit at all (§1.3). */
+  /** No X-RateLimit-* headers and no route limit at all (docs/discord-ratelimits.md §1.3). */
   unbucketed?: boolean;
-  /** Not bound by the global limit (interaction callbacks, §3). */
+  /** Not bound by the global limit (interaction callbacks, docs/discord-ratelimits.md §3). */
   exempt?: boolean;
   /** Served without an Authorization header (webhook tokens, interaction callbacks, invites). */
   authOptional?: boolean;
@@ -71,7 +71,7 @@ export type BodyKind =
 
 export interface Seed extends PolicyOverride {
   body?: BodyKind;
-  /** DELETE message: the hash and limit depend on the message's age (§2.4). */
+  /** DELETE message: the hash and limit depend on the message's age (docs/discord-ratelimits.md §2.4). */
   byMessageAge?: true;
   /** Set once an override gave the age-hashed route its own limit/window, which then applies to all ages. */
   ageLimitPinned?: true;

@@ -1,6 +1,6 @@
 import type { FakeDiscordOptions } from './options.js';
 
-// Where the fake stands relative to the proxy (discord-ratelimits.md §6.4). Spread one into the options:
+// Where the fake stands relative to the proxy (docs/discord-ratelimits.md §6.1). Spread one into the options:
 //   new FakeDiscord({ ...far, policies })
 
 export type DistanceOptions = Required<Pick<FakeDiscordOptions, 'transit' | 'latency'>>;

@@ -130,7 +130,10 @@ export function majorOf(segs: readonly string[]): string {
   }
 }
 
-/** Global-exempt per §3: interaction callbacks and webhooks called with an interaction token. */
+/**
+ * Global-exempt per docs/discord-ratelimits.md §3: interaction callbacks and webhooks called with an
+ * interaction token.
+ */
 export function isInteractionRoute(segs: readonly string[]): boolean {
   if (segs[1] === 'interactions') return segs[4] === 'callback';
   return segs[1] === 'webhooks' && segs[3]?.startsWith(INTERACTION_TOKEN_PREFIX) === true;

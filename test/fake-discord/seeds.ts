@@ -1,7 +1,7 @@
 import type { Seed, SharedSpec, SublimitSpec } from './policies.js';
 
-// The seeded route table. Limits are the user-reported values of discord-ratelimits.md §6.2, or plausible
-// guesses where nothing was reported; Discord changes them without notice (D-RL:11), so a test that
+// The seeded route table. Limits are the user-reported values of docs/discord-ratelimits.md §7.2, or
+// plausible guesses where nothing was reported; Discord changes them without notice (D-RL:11), so a test that
 // depends on a number should pin it with a PolicyOverride. Routes not listed here get no bucket.
 
 const S = 1000;
@@ -23,7 +23,7 @@ function b(
   return { method, template, group, limit, windowMs, ...extra };
 }
 
-/** Unbucketed route: no X-RateLimit-* headers at all (§1.3). */
+/** Unbucketed route: no X-RateLimit-* headers at all (docs/discord-ratelimits.md §1.3). */
 function u(method: string, template: string, extra: Partial<Seed> = {}): Seed {
   return { method, template, unbucketed: true, ...extra };
 }

@@ -36,7 +36,7 @@ const GATEWAY_PAGE = (status: number, text: string): string =>
   `<html><head><title>${status} ${text}</title></head><body><center><h1>${status} ${text}</h1></center></body></html>\n`;
 
 /**
- * A Discord REST upstream for tests and benchmarks that behaves like discord-ratelimits.md §6: route
+ * A Discord REST upstream for tests and benchmarks that behaves like docs/discord-ratelimits.md §7: route
  * buckets with shared hashes, hidden sublimits and shared limits, a per-identity global limit, and
  * Cloudflare bans after too many invalid requests.
  */
@@ -133,7 +133,7 @@ export class FakeDiscord {
 
   /**
    * Later requests for this message id (channel or webhook message routes) get 404 Unknown Message
-   * (10008); a message DELETE's 404 carries another hash and counter than the route's 204s (§2.4).
+   * (10008); a message DELETE's 404 carries another hash and counter than the route's 204s (docs/discord-ratelimits.md §2.4).
    */
   deleteMessage(id: string): void {
     this.model.deleteMessage(id);

@@ -1,6 +1,6 @@
 /**
- * Every kind of 429 (discord-ratelimits.md §1–§4), forced at the fake Discord, and what the proxy does about it:
- * asserted on what the fake received afterwards and when.
+ * Every kind of 429 (docs/discord-ratelimits.md §1.5), forced at the fake Discord, and what the proxy does
+ * about it: asserted on what the fake received afterwards and when.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BOT_A, BOT_B, clientFor, startEnv, type TestEnv } from '../helpers/env.js';

@@ -1,8 +1,9 @@
 /**
- * The proxy keeps a fleet from earning a Cloudflare ban (discord-ratelimits.md §4) and refuses to be anyone's
- * relay: requests known to fail are answered by the proxy itself (each mark scoped narrowly and expiring), the
- * invalid-request budget stops everything before Discord's line, access can require a shared secret, and the
- * number of held requests is capped. Every assertion counts what the fake Discord really received.
+ * The proxy keeps a fleet from earning a Cloudflare ban (docs/discord-ratelimits.md §4) and refuses to be
+ * anyone's relay: requests known to fail are answered by the proxy itself (each mark scoped narrowly and
+ * expiring), the invalid-request budget stops everything before Discord's line, access can require a shared
+ * secret, and the number of held requests is capped. Every assertion counts what the fake Discord really
+ * received.
  */
 import { request } from 'undici';
 import { afterEach, describe, expect, inject, it } from 'vitest';

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { classify, normalizeApiPath, REACTIONS_ROUTE_KEY, sublimitTag } from '../../src/discord/classify.js';
@@ -76,7 +76,7 @@ interface Row {
   readonly webhookWithToken?: boolean;
 }
 
-// Every row of discord-ratelimits.md §5.6, in order, with this proxy's expected classification.
+// Every row of docs/discord-ratelimits.md §5.6, in order, with this proxy's expected classification.
 const WORKED_EXAMPLES: readonly Row[] = [
   {
     request: `POST /channels/${C}/messages`,
@@ -377,17 +377,10 @@ describe('classify: tokens, codes and odd paths', () => {
 
 // ---- Every operation in Discord's OpenAPI spec, with realistic values in every parameter. ----
 
-const TSV_CANDIDATES = [
-  fileURLToPath(new URL('../fixtures/discord-routes.tsv', import.meta.url)),
-  '/work/shared/discord-routes.tsv',
-];
+const ROUTES_TSV = fileURLToPath(new URL('../fixtures/discord-routes.tsv', import.meta.url));
 
 function loadRoutes(): { method: string; path: string; resource: string }[] {
-  const file = TSV_CANDIDATES.find((candidate) => existsSync(candidate));
-  if (file === undefined) {
-    throw new Error(`discord-routes.tsv not found; looked in: ${TSV_CANDIDATES.join(', ')}`);
-  }
-  return readFileSync(file, 'utf8')
+  return readFileSync(ROUTES_TSV, 'utf8')
     .split('\n')
     .filter((line) => line !== '' && !line.startsWith('#'))
     .map((line) => {

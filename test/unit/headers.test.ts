@@ -17,7 +17,7 @@ interface Case {
   readonly waitMs: number | undefined;
 }
 
-// The 429 forms of discord-ratelimits.md §1.2 and §4.1, header names lower case as undici gives them.
+// The 429 forms of docs/discord-ratelimits.md §1.2 and §4.1, header names lower case as undici gives them.
 const CASES: readonly Case[] = [
   {
     name: 'user (route) limit, D-RL:64–80',
