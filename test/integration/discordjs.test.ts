@@ -5,9 +5,9 @@
 import { REST, RESTEvents } from '@discordjs/rest';
 import { Routes } from 'discord-api-types/v10';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { id, testBots } from '../helpers/client-workload.js';
 import { startEnv, type TestEnv } from '../helpers/env.js';
 
-const id = (i: number) => String(100000000000000000n + BigInt(i));
 const THUMBS_UP = encodeURIComponent('\u{1f44d}');
 const CHANNELS_PER_BOT = 8;
 const WEBHOOKS = 10;
@@ -18,11 +18,7 @@ const CALLBACKS = 20;
  * so every call goes in the first second and this test is about the route buckets and the wire format: a single
  * token saturating its global window is left out, see the report on admission-time global accounting.
  */
-const BOTS = Array.from({ length: 6 }, (_, i) => {
-  const botId = String(300000000000000000n + BigInt(i));
-  const token = `${Buffer.from(botId).toString('base64')}.GxYz12.djsToken${String(i).repeat(30)}`;
-  return { botId, token, authorization: `Bot ${token}` };
-});
+const BOTS = testBots(6, 300000000000000000n, 'djs');
 
 describe('@discordjs/rest through the proxy', () => {
   let env: TestEnv;
