@@ -226,9 +226,11 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     ctx.metrics.upstreamDuration.observe({ route: out.template }, upstreamTime / 1000);
     const status = response.statusCode;
     const rl = parseRateLimitHeaders(response.headers);
+    // Discord's own time on the request, which the request cannot have spent on its way there.
+    const served = Math.min(rl.serviceMs ?? 0, upstreamTime);
 
     if (status !== 429) {
-      learn(ctx, out.admit, admission, answerFacts(rl, status, admission));
+      learn(ctx, out.admit, admission, answerFacts(rl, status, admission), served);
       if (status === 401 || status === 403 || status === 404) knownBad(ctx, out, status);
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
@@ -249,12 +251,12 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     // Discord does not count shared-scope 429s against the IP (docs/discord-ratelimits.md §4).
     if (kind !== 'shared') void ctx.budget.record(1);
     if (kind === 'cloudflare') {
-      learn(ctx, out.admit, admission, {});
+      learn(ctx, out.admit, admission, {}, served);
       const pausedMs = await ctx.store.pauseAll(waitMs ?? ctx.cloudflareCooldownMs);
       ctx.log.error({ pausedMs }, 'Cloudflare ban from Discord: all upstream traffic paused');
       return { kind: 'generated', answer: answers.cloudflare(pausedMs), holdMs, upstreamMs };
     }
-    await on429(ctx, out.admit, admission, kind, rl, waitMs);
+    await on429(ctx, out.admit, admission, kind, rl, waitMs, served);
     const fits = performance.now() + (waitMs ?? 0) < out.deadline;
     if (canRetry && fits) {
       ctx.metrics.retries.inc({ reason: `429_${kind}` });
@@ -276,41 +278,51 @@ async function on429(
   kind: ResponseKind,
   rl: RateLimitHeaders,
   waitMs: number | undefined,
+  served: number,
 ): Promise<void> {
   const wait = waitMs ?? 1000;
   switch (kind) {
     case 'global':
       ctx.metrics.globalPauses.inc();
       await ctx.store.pauseIdentity(admit.identity, wait);
-      learn(ctx, admit, admission, {});
+      learn(ctx, admit, admission, {}, served);
       return;
     case 'shared':
       // Someone else's use of a shared resource: delay this bucket, keep its counters
       // (docs/discord-ratelimits.md §1.5).
-      learn(ctx, admit, admission, { hash: rl.bucket, blockMs: wait });
+      learn(ctx, admit, admission, { hash: rl.bucket, blockMs: wait }, served);
       return;
     case 'sublimit':
-      learn(ctx, admit, admission, {
-        ...bucketFacts(rl, 429),
-        sublimitDelay: { tag: admit.sublimit, ms: wait },
-      });
+      learn(
+        ctx,
+        admit,
+        admission,
+        { ...bucketFacts(rl, 429), sublimitDelay: { tag: admit.sublimit, ms: wait } },
+        served,
+      );
       return;
     default:
       if (rl.bucket === undefined && rl.limit === undefined) {
         // A route whose answers carry no rate-limit headers has a limit after all
         // (docs/discord-ratelimits.md §6.4): with no bucket to block, hold this route on this major parameter for
         // the wait, as a sublimit would, and send its requests one at a time from now on.
-        learn(ctx, admit, admission, {
-          sublimitDelay: { tag: admit.sublimit, ms: wait },
-          limitedWithoutHeaders: true,
-        });
+        learn(
+          ctx,
+          admit,
+          admission,
+          { sublimitDelay: { tag: admit.sublimit, ms: wait }, limitedWithoutHeaders: true },
+          served,
+        );
         return;
       }
-      learn(ctx, admit, admission, { ...bucketFacts(rl, 429), remaining: 0, blockMs: wait });
+      learn(ctx, admit, admission, { ...bucketFacts(rl, 429), remaining: 0, blockMs: wait }, served);
   }
 }
 
-type Facts = Omit<LearnInput, 'identity' | 'routeKey' | 'major' | 'bucket' | 'probe' | 'window' | 'slot'>;
+type Facts = Omit<
+  LearnInput,
+  'identity' | 'routeKey' | 'major' | 'bucket' | 'probe' | 'window' | 'slot' | 'serviceMs'
+>;
 
 /**
  * What an answer other than a 429 teaches. An error (a 404 on a message delete, say) can come from another bucket
@@ -340,7 +352,13 @@ function bucketFacts(rl: RateLimitHeaders, status: number): Facts {
  * Ends one admission in the store with what its answer taught. Learning never delays the answer; waiters of the
  * same queue are woken as soon as it has landed.
  */
-function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts: Facts): void {
+function learn(
+  ctx: RelayContext,
+  admit: AdmitInput,
+  admission: Admission,
+  facts: Facts,
+  serviceMs = 0,
+): void {
   // A route known to be unbucketed, exempt from the global window, that answered without rate-limit facts holds
   // nothing to end and teaches nothing: skipping it saves a store call (a Redis round trip) per such request.
   if (
@@ -354,13 +372,13 @@ function learn(ctx: RelayContext, admit: AdmitInput, admission: Admission, facts
   ) {
     return;
   }
-  ctx.store.learn(learnInput(admit, admission, facts)).then(
+  ctx.store.learn(learnInput(admit, admission, facts, serviceMs)).then(
     () => ctx.scheduler.wake(admit),
     (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
   );
 }
 
-function learnInput(admit: AdmitInput, admission: Admission, facts: Facts): LearnInput {
+function learnInput(admit: AdmitInput, admission: Admission, facts: Facts, serviceMs: number): LearnInput {
   return {
     identity: admit.identity,
     routeKey: admit.routeKey,
@@ -370,6 +388,7 @@ function learnInput(admit: AdmitInput, admission: Admission, facts: Facts): Lear
     window: admission.window,
     slot: admission.slot,
     unsent: facts.unsent ?? false,
+    serviceMs,
     hash: facts.hash,
     limit: facts.limit,
     remaining: facts.remaining,

@@ -16,7 +16,9 @@ export type WorkloadKind =
   /** 1,000 bot tokens × 100 channels, a mix of reads, writes and an unbucketed route. */
   | 'mixed'
   /** GET /api/v10/channels/{c}/pins over 10 channels with one token: held behind an exhausted bucket. */
-  | 'hold';
+  | 'hold'
+  /** PUT a reaction on one message of one channel, one token: the 1 per 250 ms reactions bucket. */
+  | 'reactions';
 
 export interface LoadSpec {
   /** Base URLs; each request goes to the next one in turn (round robin over replicas). */

@@ -79,6 +79,10 @@ export function workload(kind: WorkloadKind, seed: number): (worker: number, seq
         body: MESSAGE_BODY,
       });
     }
+    case 'reactions': {
+      const path = `/api/v10/channels/${HOT_CHANNEL}/messages/${MESSAGE_ID}/reactions/%F0%9F%91%8D/@me`;
+      return () => ({ method: 'PUT', path, authorization: MAIN_TOKEN, body: null });
+    }
     case 'hold': {
       const paths = Array.from(
         { length: HOLD_CHANNELS },

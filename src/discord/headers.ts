@@ -56,6 +56,8 @@ export function parseRateLimitHeaders(headers: HeaderMap): RateLimitHeaders {
   if (limit !== undefined) result.limit = limit;
   const remaining = parseInteger(single(headers['x-ratelimit-remaining']));
   if (remaining !== undefined) result.remaining = remaining;
+  const serviceMs = parseInteger(single(headers['x-envoy-upstream-service-time']));
+  if (serviceMs !== undefined) result.serviceMs = serviceMs;
   const resetAfterMs = parseSeconds(single(headers['x-ratelimit-reset-after']));
   if (resetAfterMs !== undefined) result.resetAfterMs = resetAfterMs;
   // Integer seconds since API v8; a float is accepted because proxies (e.g. @discordjs/proxy) send them.

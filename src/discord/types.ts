@@ -36,6 +36,12 @@ export interface RateLimitHeaders {
   readonly scope?: 'user' | 'global' | 'shared';
   /** Present on responses that passed through Discord's origin ("Via: 1.1 google"); absent on Cloudflare's. */
   readonly via: boolean;
+  /**
+   * X-Envoy-Upstream-Service-Time, ms: how long Discord's origin worked on the request. Its limits were applied
+   * before that work, so the request reached Discord at least this long before its answer left
+   * (docs/discord-ratelimits.md §6.1).
+   */
+  readonly serviceMs?: number;
 }
 
 /** How a 429 (or any response) must be treated; see docs/discord-ratelimits.md §1.5. */

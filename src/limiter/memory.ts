@@ -168,7 +168,7 @@ export class MemoryStore implements LimiterStore {
     const global = this.globals.get(input.identity);
     if (!global?.slots.has(input.slot)) return;
     if (input.unsent) global.slots.delete(input.slot);
-    else global.slots.set(input.slot, now + this.windowMs());
+    else global.slots.set(input.slot, now - (input.serviceMs ?? 0) + this.windowMs());
   }
 
   private windowMs(): number {

@@ -203,6 +203,7 @@ export class RedisStore implements LimiterStore {
       this.windowMs,
       input.slot ?? '',
       input.unsent ? '1' : '',
+      input.serviceMs ?? 0,
     );
   }
 

@@ -72,6 +72,11 @@ export interface LearnInput {
    * back at once instead of being kept a window past its answer.
    */
   readonly unsent?: boolean;
+  /**
+   * How long before its answer came back the request is known to have reached Discord at the latest, ms (its
+   * origin's service time, at most the round trip): its global slot counts a window from then.
+   */
+  readonly serviceMs?: number;
   /** X-RateLimit-Bucket, when the response carried one. */
   readonly hash?: string | undefined;
   readonly limit?: number | undefined;

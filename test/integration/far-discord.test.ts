@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { far, fixed } from '../fake-discord/profiles.js';
-import { type FakeDiscordOptions } from '../fake-discord/server.js';
+import type { FakeDiscordOptions } from '../fake-discord/server.js';
 import { startEnv, type TestEnv } from '../helpers/env.js';
 
 const DISCORD_EPOCH = 1_420_070_400_000n;
@@ -56,7 +56,9 @@ describe.each(MODES)('far from Discord ($name)', (mode) => {
     });
     const results = await Promise.all(
       Array.from({ length: 25 }, (_, i) =>
-        e.call('POST', `/api/v10/channels/${CHANNEL}/messages`, { body: JSON.stringify({ content: `${i}` }) }),
+        e.call('POST', `/api/v10/channels/${CHANNEL}/messages`, {
+          body: JSON.stringify({ content: `${i}` }),
+        }),
       ),
     );
     expect(results.filter((r) => r.status !== 200)).toEqual([]);

@@ -159,6 +159,7 @@ describe('429 forms', () => {
   it('parses the global 429: no per-route headers', () => {
     expect(parseRateLimitHeaders(CASES[2]?.headers ?? {})).toEqual({
       retryAfterMs: 1000,
+      serviceMs: 13,
       global: true,
       scope: 'global',
       via: true,
@@ -293,6 +294,11 @@ describe('parseRateLimitHeaders: flags', () => {
     ['', undefined],
   ])('X-RateLimit-Scope %j → %s', (value, scope) => {
     expect(parseRateLimitHeaders({ 'x-ratelimit-scope': value }).scope).toBe(scope);
+  });
+
+  it("reads Discord's service time (X-Envoy-Upstream-Service-Time) in whole ms", () => {
+    expect(parseRateLimitHeaders({ 'x-envoy-upstream-service-time': '33' }).serviceMs).toBe(33);
+    expect('serviceMs' in parseRateLimitHeaders({ 'x-envoy-upstream-service-time': 'soon' })).toBe(false);
   });
 
   it('an empty bucket is no bucket', () => {

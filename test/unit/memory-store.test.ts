@@ -48,6 +48,20 @@ describe('MemoryStore', () => {
     await store.close();
   });
 
+  it("counts a global slot from when the request reached Discord at the latest: the answer less Discord's service time", async () => {
+    let now = 0;
+    const store = new MemoryStore({ ...options, globalWindowMarginMs: 20 }, () => now);
+    const one = { ...req, routeKey: 'GET /users/@me', major: '-', globalLimit: 1 };
+    const first = await store.admit(one);
+    if (!first.ok) throw new Error('refused');
+    now = 400; // 40 ms there, 300 ms at Discord (X-Envoy-Upstream-Service-Time), the rest on the way back
+    await store.learn({ ...one, ...first, unbucketed: true, serviceMs: 300 });
+    expect(await store.admit(one)).toEqual({ ok: false, reason: 'global', waitMs: 100 + 1020 - 400 });
+    now = 1120;
+    expect(await store.admit(one)).toMatchObject({ ok: true });
+    await store.close();
+  });
+
   it('keeps an unanswered slot counting until its timeout and a window', async () => {
     let now = 0;
     const store = new MemoryStore(options, () => now);

@@ -30,6 +30,7 @@
     ARGV[14] global window length, ms
     ARGV[15] the request's global slot id, or ""
     ARGV[16] "1" when the request never left: its global slot stops counting at once
+    ARGV[17] the answer's service time, ms: the request reached Discord at least that long before now
 
   Output:
     1
@@ -44,7 +45,7 @@ if ARGV[15] ~= '' and redis.call('ZSCORE', KEYS[5], ARGV[15]) then
   if ARGV[16] == '1' then
     redis.call('ZREM', KEYS[5], ARGV[15])
   else
-    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), ARGV[15])
+    redis.call('ZADD', KEYS[5], now - (tonumber(ARGV[17]) or 0) + tonumber(ARGV[14]), ARGV[15])
   end
 end
 
