@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { EFFICIENCY_CASES, type EfficiencyCase } from './cases/efficiency.js';
+import { LATENCY_DROP, type LatencyDropRow, latencyDrop } from './cases/latency-drop.js';
 import { fix, int, mb, ratio, rounded, table } from './lib/format.js';
 import {
   buildProxy,
@@ -25,7 +26,14 @@ import { type Machine, machine } from './lib/machine.js';
 import { fakeControl, metric, redisSnapshot, scrape } from './lib/observe.js';
 import { killAll, ROOT, rssBytes, sleep } from './lib/procs.js';
 import type { LoadSpec, WorkloadKind } from './lib/spec.js';
-import { botToken, channelId, HOLD_CHANNELS, MIXED_CHANNELS, MIXED_TOKENS } from './lib/workloads.js';
+import {
+  botToken,
+  channelId,
+  HOLD_CHANNELS,
+  MIXED_CHANNELS,
+  MIXED_TOKENS,
+  TOKENS20,
+} from './lib/workloads.js';
 
 const { values } = parseArgs({
   options: {
@@ -47,6 +55,7 @@ const CASES = [
   'efficiency.far-reactions',
   'efficiency.far-hot',
   'efficiency.far-global',
+  'efficiency.latency-drop',
   'scale.mixed',
   'scale.buckets',
   'scale.held',
@@ -152,6 +161,7 @@ interface Report {
     clientStatuses: Record<string, number>;
     foreignCores: number;
   }>;
+  latencyDrop: LatencyDropRow[];
   mixed: Array<{ target: string; redisKeys?: number; redisUsedMemory?: number; rss: number[] }>;
   buckets?: {
     method: string;
@@ -182,7 +192,7 @@ interface Report {
   errors: Array<{ case: string; error: string }>;
 }
 
-const report: Report = { runs: [], efficiency: [], mixed: [], errors: [] };
+const report: Report = { runs: [], efficiency: [], latencyDrop: [], mixed: [], errors: [] };
 
 function progress(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -748,6 +758,20 @@ function goals(): Goal[] {
       ),
     );
   }
+  for (const d of report.latencyDrop) {
+    const limitedCount = Object.values(d.limited).reduce((a, b) => a + b, 0);
+    const slowest = d.fastPerToken[0] ?? 0;
+    const least = 0.8 * LATENCY_DROP.perToken;
+    list.push({
+      name: `latency drop ${LATENCY_DROP.slowMs} -> ${LATENCY_DROP.fastMs} ms, ${LABEL[d.target]} ×${d.replicas}: zero 429s, fast ≥ ${least}/s per token, slow ≥ 0.9 × min(pool, tokens' limits)`,
+      value: slowest / LATENCY_DROP.perToken,
+      pass:
+        limitedCount === 0 &&
+        slowest >= least &&
+        d.slowPerSecond >= 0.9 * Math.min(d.slowBound, TOKENS20 * LATENCY_DROP.perToken),
+      detail: `slow ${fix(d.slowPerSecond, 0)}/s (pool allows ${fix(d.slowBound, 0)}/s), slowest token fast ${fix(slowest, 1)}/s, 429s ${limitedCount}, busiest 1 s ${d.busiestWindow}`,
+    });
+  }
   for (const e of report.efficiency) {
     const zero = e.limitedAtFake === 0;
     const withinGlobal = !e.global || e.busiestWindow <= GLOBAL.limit;
@@ -875,6 +899,36 @@ function render(): string {
           String(e.busiestWindow),
           JSON.stringify(e.clientStatuses),
           `${fix(e.foreignCores * 100, 0)}%`,
+        ]),
+      ),
+    );
+  }
+
+  if (report.latencyDrop.length) {
+    const d = LATENCY_DROP;
+    out.push(
+      '',
+      `Latency drop (bench/cases/latency-drop.ts): ${TOKENS20} tokens at ${d.perToken}/s each, ${d.workers} workers, answers ` +
+        `${d.slowMs} ms then ${d.fastMs} ms from ${d.switchAt / 1000} s; slow = 2xx/s at the fake ${d.slowFrom / 1000}–${d.switchAt / 1000} s, ` +
+        `fast = per token ${d.fastFrom / 1000}–${d.fastTo / 1000} s; pool = ${d.connections} connections per replica ÷ ${d.slowMs} ms`,
+      table(
+        [
+          'target',
+          'slow/s',
+          'pool allows/s',
+          'fast/s per token (min, median, max)',
+          '429s at fake',
+          'busiest 1 s',
+        ],
+        report.latencyDrop.map((row) => [
+          `${LABEL[row.target]} ×${row.replicas}`,
+          fix(row.slowPerSecond, 0),
+          fix(row.slowBound, 0),
+          [0, Math.floor(row.fastPerToken.length / 2), row.fastPerToken.length - 1]
+            .map((k) => fix(row.fastPerToken[k] ?? 0, 1))
+            .join(' / '),
+          JSON.stringify(row.limited),
+          String(row.busiestWindow),
         ]),
       ),
     );
@@ -1066,6 +1120,7 @@ function resultsJson(): unknown {
         foreignCores: r.rec.foreignCores,
       })),
     efficiency: report.efficiency,
+    latencyDrop: report.latencyDrop,
     mixed: report.runs
       .filter((r) => r.group === 'scale-mixed')
       .map((r) => ({
@@ -1135,6 +1190,15 @@ async function main(): Promise<void> {
     );
     for (const c of EFFICIENCY_CASES)
       await attempt(`efficiency.${c.name}` as CaseName, () => efficiency(h, c));
+    await attempt('efficiency.latency-drop', async () => {
+      const setups = REPLICA_SETUPS.filter((s) => s.kind === 'proxy-memory' || s.replicas === 3);
+      report.latencyDrop = await latencyDrop(h, setups, async (target, fake, spec, replicas) => {
+        const base = { group: 'latency-drop', target: target.name, workload: spec.workload, round: 1 };
+        const run = await record(h, { ...base, concurrency: spec.concurrency, replicas }, spec, target, fake);
+        const f = run.rec.fake;
+        return { limited: f.limitedSinceResetByScope, busiestWindow: f.busiestWindow };
+      });
+    });
     await attempt('scale.mixed', () => mixed(h));
     await attempt('scale.buckets', () => buckets(h));
     await attempt('scale.held', () => held(h));

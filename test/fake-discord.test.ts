@@ -760,3 +760,31 @@ describe('fake Discord long blocks', () => {
     });
   });
 });
+
+describe('fake Discord at run time', () => {
+  it('changes its answer latency when told, and reports it as X-Envoy-Upstream-Service-Time', async () => {
+    await withFake({ latency: { kind: 'fixed', ms: 120 } }, async (fake, call) => {
+      const slow = await call('GET', '/api/v10/users/@me');
+      expect(slow.header('x-envoy-upstream-service-time')).toBe('120');
+      fake.setLatency({ kind: 'fixed', ms: 5 });
+      const fast = await call('GET', '/api/v10/users/@me');
+      expect(fast.header('x-envoy-upstream-service-time')).toBe('5');
+    });
+  });
+
+  it('counts answers without a 429 per identity, keyed by a shortened hash', async () => {
+    await withFake({}, async (fake, call) => {
+      const url = fake.url;
+      await call('GET', '/api/v10/users/@me', { auth: bot('100000000000000009') });
+      await call('GET', '/api/v10/users/@me', { auth: bot('100000000000000009') });
+      await call('GET', '/api/v10/users/@me', { auth: bot('100000000000000008') });
+      const res = await request(`${url}/__fake/stats`);
+      const text = await res.body.text();
+      const counts = Object.values(
+        (JSON.parse(text) as { okByIdentity: Record<string, number> }).okByIdentity,
+      );
+      expect(counts.sort()).toEqual([1, 2]);
+      expect(text).not.toContain(bot('100000000000000009').split(' ')[1]!);
+    });
+  });
+});

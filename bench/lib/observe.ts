@@ -91,6 +91,8 @@ export interface FakeStats {
   byRoute: Record<string, number>;
   busiestWindow: number;
   busiest: Record<string, number>;
+  /** Answered without a 429, per identity (shortened hash). */
+  okByIdentity: Record<string, number>;
 }
 
 export async function fakeStats(fakeUrl: string): Promise<FakeStats> {

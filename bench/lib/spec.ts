@@ -18,7 +18,9 @@ export type WorkloadKind =
   /** GET /api/v10/channels/{c}/pins over 10 channels with one token: held behind an exhausted bucket. */
   | 'hold'
   /** PUT a reaction on one message of one channel, one token: the 1 per 250 ms reactions bucket. */
-  | 'reactions';
+  | 'reactions'
+  /** GET /api/v10/channels/{c}/messages with 20 bot tokens, 5 channels each: each token's global window binds. */
+  | 'tokens20';
 
 export interface LoadSpec {
   /** Base URLs; each request goes to the next one in turn (round robin over replicas). */

@@ -31,6 +31,7 @@ export const HOT_CHANNEL = channelId(7);
 export const HOLD_CHANNELS = 10;
 export const MIXED_TOKENS = 1000;
 export const MIXED_CHANNELS = 100;
+export const TOKENS20 = 20;
 
 const MESSAGE_BODY = '{"content":"benchmark message"}';
 
@@ -82,6 +83,18 @@ export function workload(kind: WorkloadKind, seed: number): (worker: number, seq
     case 'reactions': {
       const path = `/api/v10/channels/${HOT_CHANNEL}/messages/${MESSAGE_ID}/reactions/%F0%9F%91%8D/@me`;
       return () => ({ method: 'PUT', path, authorization: MAIN_TOKEN, body: null });
+    }
+    case 'tokens20': {
+      const tokens = Array.from({ length: TOKENS20 }, (_, i) => botToken(20_000 + i));
+      return (worker, seq) => {
+        const token = worker % TOKENS20;
+        return {
+          method: 'GET',
+          path: `/api/v10/channels/${channelId(20_000 + token * 5 + (seq % 5))}/messages?limit=50`,
+          authorization: tokens[token]!,
+          body: null,
+        };
+      };
     }
     case 'hold': {
       const paths = Array.from(

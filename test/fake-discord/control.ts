@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { LatencyOption } from './latency.js';
 import type { PolicyOverride } from './policies.js';
-import type { FailureKind, FakeDiscord } from './server.js';
+import type { FailureKind, FakeDiscord, FakeStats } from './server.js';
 
 // Remote control under /__fake/ (outside /api, so a proxy under test never forwards it), for benchmarks
 // that run the fake in its own process via `npm run fake-discord`:
@@ -9,6 +11,7 @@ import type { FailureKind, FakeDiscord } from './server.js';
 //   POST /__fake/ban?ms=60000
 //   POST /__fake/fail?n=3&kind=502
 //   POST /__fake/policy        body: PolicyOverride JSON
+//   POST /__fake/latency       body: LatencyOption JSON, e.g. {"kind":"fixed","ms":5}
 //   POST /__fake/revoke        body: {"authorization": "Bot ..."}
 //   POST /__fake/forbid?method=POST&prefix=/channels/1
 //   POST /__fake/delete-webhook?id=123
@@ -20,6 +23,18 @@ function send(res: ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
   res.end(body);
+}
+
+function okByIdentity(s: FakeStats): Record<string, number> {
+  const byIdentity = new Map<string, number>();
+  // One pass over the records (a callback that counts as it goes), however many identities there are.
+  s.countOf((r) => {
+    if (r.status !== 429 && r.status !== 0) byIdentity.set(r.identity, (byIdentity.get(r.identity) ?? 0) + 1);
+    return false;
+  });
+  const counts: Record<string, number> = {};
+  for (const [id, n] of byIdentity) counts[createHash('sha256').update(id).digest('hex').slice(0, 12)] = n;
+  return counts;
 }
 
 function statsJson(fake: FakeDiscord): unknown {
@@ -35,6 +50,8 @@ function statsJson(fake: FakeDiscord): unknown {
     droppedRecords,
     busiestWindow: s.busiestWindow(),
     busiest,
+    // Answered without a 429, per identity; identities are shortened so no token leaves the fake whole.
+    okByIdentity: okByIdentity(s),
   };
 }
 
@@ -53,6 +70,8 @@ function apply(fake: FakeDiscord, action: string, params: URLSearchParams, body:
     }
     case 'policy':
       return fake.setPolicy(body as PolicyOverride);
+    case 'latency':
+      return fake.setLatency(body as LatencyOption);
     case 'revoke':
       return fake.revokeToken(String((body as { authorization?: unknown }).authorization));
     case 'forbid':

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { handleControl } from './control.js';
-import { type LatencySampler, latencySampler } from './latency.js';
+import { type LatencyOption, type LatencySampler, latencySampler } from './latency.js';
 import { DiscordModel, isInvalid, type RequestInfo } from './model.js';
 import { type FakeDiscordOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type PolicyOverride, retryFactor } from './policies.js';
@@ -48,7 +48,7 @@ export class FakeDiscord {
   private readonly recorder: Recorder;
   private readonly transit: LatencySampler;
   private readonly transitless: boolean;
-  private readonly latency: LatencySampler;
+  private latency: LatencySampler;
   private readonly format: ReplyFormat;
   private server: Server | null = null;
   private failures: { kind: FailureKind; left: number }[] = [];
@@ -119,6 +119,11 @@ export class FakeDiscord {
       // Kills keep-alive sockets and requests held by 'hang' failures.
       server.closeAllConnections();
     });
+  }
+
+  /** From now on answers take this long (requests already being answered keep their delay). */
+  setLatency(option: LatencyOption): void {
+    this.latency = latencySampler(option);
   }
 
   /** Every later request with this Authorization value gets 401 (and counts as invalid). */
