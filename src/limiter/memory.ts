@@ -10,6 +10,7 @@ import {
   learnBucket,
   takeBucket,
 } from './bucket-rules.js';
+import { GlobalWindow } from './global-window.js';
 import {
   type AdmitInput,
   type AdmitResult,
@@ -28,17 +29,6 @@ const UNBUCKETED = '';
 const HEADERLESS = '!';
 // Long enough that a bucket idle for this long has certainly reset; keeps memory flat with 100k channels.
 const IDLE_EXPIRY_MS = 10 * 60_000;
-
-interface GlobalWindow {
-  /**
-   * The identity's admissions that still count, by slot id → when they stop counting: a full window after their
-   * answer came back (while in flight, after the in-flight timeout and a window). A request may go while fewer
-   * than `limit` count: it cannot reach Discord within a window of any of the others' arrival, however long
-   * they were in transit.
-   */
-  readonly slots: Map<string, number>;
-  touched: number;
-}
 
 export class MemoryStore implements LimiterStore {
   /** Route → bucket hash, with when the mapping may be forgotten. */
@@ -99,11 +89,11 @@ export class MemoryStore implements LimiterStore {
     }
     let slot = '';
     if (input.globalLimit > 0) {
-      const global = this.globalFor(input.identity, now);
-      const wait = globalWait(global, input.globalLimit, now, this.windowMs());
+      const global = this.globalFor(input.identity);
+      const wait = global.wait(input.globalLimit, now, this.windowMs());
       if (wait > 0) return { ok: false, reason: 'global', waitMs: wait };
       slot = String(++this.nextSlot);
-      global.slots.set(slot, now + this.options.probeTimeoutMs + this.windowMs());
+      global.take(slot, now + this.options.probeTimeoutMs + this.windowMs());
       global.touched = now;
     }
     // Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
@@ -165,10 +155,9 @@ export class MemoryStore implements LimiterStore {
   /** The request's global slot counts a full window past its answer; one that never left counts no more. */
   private endGlobalSlot(input: LearnInput, now: number): void {
     if (!input.slot) return;
-    const global = this.globals.get(input.identity);
-    if (!global?.slots.has(input.slot)) return;
-    if (input.unsent) global.slots.delete(input.slot);
-    else global.slots.set(input.slot, now - (input.serviceMs ?? 0) + this.windowMs());
+    this.globals
+      .get(input.identity)
+      ?.end(input.slot, input.unsent ? undefined : now - (input.serviceMs ?? 0) + this.windowMs());
   }
 
   private windowMs(): number {
@@ -234,32 +223,14 @@ export class MemoryStore implements LimiterStore {
     for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
   }
 
-  private globalFor(identity: string, now: number): GlobalWindow {
+  private globalFor(identity: string): GlobalWindow {
     let global = this.globals.get(identity);
     if (!global) {
-      global = { slots: new Map(), touched: now };
+      global = new GlobalWindow();
       this.globals.set(identity, global);
     }
     return global;
   }
-}
-
-/**
- * How long until one more request may go in this global window (0: now). Slots that stopped counting are dropped
- * on the way. When the soonest to stop counting is still in flight, the wait is unknown but at least a window
- * (its answer could come now): that is what the caller gets, and it asks again then.
- */
-function globalWait(global: GlobalWindow, limit: number, now: number, windowMs: number): number {
-  let counting = 0;
-  let soonest = Number.POSITIVE_INFINITY;
-  for (const [slot, until] of global.slots) {
-    if (until <= now) global.slots.delete(slot);
-    else {
-      counting += 1;
-      if (until < soonest) soonest = until;
-    }
-  }
-  return counting < limit ? 0 : Math.min(soonest - now, windowMs);
 }
 
 const MARK_SCOPES: readonly MarkScope[] = ['revoked', 'gone', 'forbidden'];
