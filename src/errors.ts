@@ -3,6 +3,7 @@
  * handle them with the code they already have, and carry `X-Proxy-Generated: true` so that a human (and a
  * library that cares) can tell them from Discord's own.
  */
+import type { WaitReason } from './limiter/types.js';
 import type { GeneratedReason } from './metrics.js';
 
 export const GENERATED_HEADER = 'x-proxy-generated';
@@ -19,7 +20,10 @@ export const ProxyCode = {
   General: 0,
   Unauthorized: 0,
   UnknownWebhook: 10015,
+  MissingAccess: 50001,
+  CannotMessageUser: 50007,
   MissingPermissions: 50013,
+  InvalidWebhookToken: 50027,
   HoldTimeout: 990001,
   CloudflareCooldown: 990002,
   UpstreamUnreachable: 990003,
@@ -67,6 +71,13 @@ function knownBad(
   const seconds = Math.max(0.001, waitMs / 1000);
   return { ...plain, headers: { ...plain.headers, 'retry-after': String(Math.ceil(seconds)) } };
 }
+
+/** Discord's messages for the 403 codes the proxy repeats (see discord/marks.ts). */
+const FORBIDDEN_MESSAGES: Record<number, string> = {
+  [ProxyCode.MissingAccess]: 'Missing Access',
+  [ProxyCode.CannotMessageUser]: 'Cannot send messages to this user',
+  [ProxyCode.MissingPermissions]: 'Missing Permissions',
+};
 
 export const answers = {
   holdTimeout: (waitMs: number) =>
@@ -124,8 +135,10 @@ export const answers = {
     knownBad(401, 'token_revoked', '401: Unauthorized', ProxyCode.Unauthorized, waitMs),
   webhookDeleted: (waitMs: number) =>
     knownBad(404, 'webhook_deleted', 'Unknown Webhook', ProxyCode.UnknownWebhook, waitMs),
-  forbidden: (waitMs: number) =>
-    knownBad(403, 'forbidden_backoff', 'Missing Permissions', ProxyCode.MissingPermissions, waitMs),
+  forbidden: (waitMs: number, code: number = ProxyCode.MissingPermissions) =>
+    knownBad(403, 'forbidden_backoff', FORBIDDEN_MESSAGES[code] ?? 'Missing Permissions', code, waitMs),
+  invalidWebhookToken: (waitMs: number) =>
+    knownBad(401, 'webhook_deleted', 'Invalid Webhook Token', ProxyCode.InvalidWebhookToken, waitMs),
   invalidBudget: (waitMs: number) =>
     answer(
       429,
@@ -164,3 +177,24 @@ export const answers = {
   notFound: () =>
     answer(404, 'not_found', 'The proxy only forwards Discord API paths under /api/.', ProxyCode.NotFound),
 } as const;
+
+/**
+ * The proxy's answer for a request a known-bad mark applies to: Discord's own status, message and code, from the
+ * answer that set the mark (`code`; absent for marks written by an older replica).
+ */
+export function knownBadAnswer(
+  reason: WaitReason | undefined,
+  code: number | undefined,
+  waitMs: number,
+): ProxyAnswer {
+  switch (reason) {
+    case 'revoked':
+      return answers.tokenRevoked(waitMs);
+    case 'gone':
+      return code === ProxyCode.InvalidWebhookToken
+        ? answers.invalidWebhookToken(waitMs)
+        : answers.webhookDeleted(waitMs);
+    default:
+      return answers.forbidden(waitMs, code !== undefined && code in FORBIDDEN_MESSAGES ? code : undefined);
+  }
+}

@@ -11,8 +11,9 @@ import type { Logger } from 'pino';
 import type { InvalidBudget } from './budget.js';
 import type { AbortSource, ClientLink } from './client-link.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
+import { markFor } from './discord/marks.js';
 import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
-import { answers, type ProxyAnswer } from './errors.js';
+import { answers, knownBadAnswer, type ProxyAnswer } from './errors.js';
 import type { Admission, HoldError, Scheduler, Waiter } from './limiter/scheduler.js';
 import type { AdmitInput, LearnInput, LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
@@ -229,9 +230,19 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     // Discord's own time on the request, which the request cannot have spent on its way there.
     const served = Math.min(rl.serviceMs ?? 0, upstreamTime);
 
+    if (status === 401 || status === 403 || status === 404) {
+      // Small JSON errors whose code says how narrowly they will repeat: read whole, then marked.
+      learn(ctx, out.admit, admission, answerFacts(rl, status, admission), served);
+      const text = await readSmall(response.body, response.headers['content-length']);
+      if (text !== undefined) {
+        knownBad(ctx, out, status, errorCode(parseJson(text, headerValue(response.headers['content-type']))));
+        return { kind: 'upstream', status, headers: response.headers, body: text, holdMs, upstreamMs };
+      }
+      knownBad(ctx, out, status, undefined);
+      return { kind: 'upstream', status, headers: response.headers, body: response.body, holdMs, upstreamMs };
+    }
     if (status !== 429) {
       learn(ctx, out.admit, admission, answerFacts(rl, status, admission), served);
-      if (status === 401 || status === 403 || status === 404) knownBad(ctx, out, status);
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
         await response.body.dump().catch(() => undefined);
@@ -400,31 +411,45 @@ function learnInput(admit: AdmitInput, admission: Admission, facts: Facts, servi
 }
 
 /**
- * Remembers answers that will repeat: a 401 for a token, a 404 for a webhook, a 403 for a route on a resource.
- * Each counts against the invalid-request budget, and the same request sent again would too.
+ * Remembers answers that will repeat, as narrowly as their code says (discord/marks.ts). 401s and 403s count
+ * against the invalid-request budget, and the same request sent again would too.
  */
-function knownBad(ctx: RelayContext, out: Outgoing, status: 401 | 403 | 404): void {
-  const at = { identity: out.admit.identity, routeKey: out.admit.routeKey, major: out.admit.major };
-  let marked: Promise<void> | undefined;
-  if (status === 401) {
-    void ctx.budget.record(1);
-    if (out.authorized && ctx.marks.revokedMs > 0)
-      marked = ctx.store.mark(at, 'revoked', ctx.marks.revokedMs);
-  } else if (status === 403) {
-    void ctx.budget.record(1);
-    if (ctx.marks.forbiddenMs > 0) marked = ctx.store.mark(at, 'forbidden', ctx.marks.forbiddenMs);
-  } else if (out.webhookWithToken && ctx.marks.goneMs > 0) {
-    marked = ctx.store.mark(at, 'gone', ctx.marks.goneMs);
-  }
-  marked?.catch((error: unknown) => ctx.log.warn({ err: error }, 'could not record a known-bad answer'));
+function knownBad(ctx: RelayContext, out: Outgoing, status: 401 | 403 | 404, code: number | undefined): void {
+  if (status !== 404) void ctx.budget.record(1);
+  const mark = markFor(status, code, {
+    authorized: out.authorized,
+    webhook: out.admit.major.startsWith('w:'),
+    webhookWithToken: out.webhookWithToken,
+  });
+  const ms = mark === null ? 0 : ctx.marks[`${mark.duration}Ms`];
+  if (mark === null || ms <= 0) return;
+  ctx.store
+    .mark(out.admit, mark.scope, ms, mark.code)
+    .catch((error: unknown) => ctx.log.warn({ err: error }, 'could not record a known-bad answer'));
+}
+
+/** Discord's JSON error code, when the body has one. */
+function errorCode(json: Record<string, unknown> | null): number | undefined {
+  const code = json?.code;
+  return typeof code === 'number' && Number.isInteger(code) ? code : undefined;
+}
+
+/** Error bodies are a few hundred bytes; one that says it is larger (or streams) is passed through unread. */
+const SMALL_BODY_BYTES = 16 * 1024;
+
+async function readSmall(
+  body: { arrayBuffer(): Promise<ArrayBuffer> },
+  length: string | string[] | undefined,
+): Promise<Buffer | undefined> {
+  const declared = Number(headerValue(length));
+  if (!(declared >= 0 && declared <= SMALL_BODY_BYTES)) return undefined;
+  return Buffer.from(await body.arrayBuffer());
 }
 
 function holdAnswer(error: HoldError): ProxyAnswer {
   switch (error.reason) {
     case 'known_bad':
-      if (error.waitReason === 'revoked') return answers.tokenRevoked(error.retryAfterMs);
-      if (error.waitReason === 'gone') return answers.webhookDeleted(error.retryAfterMs);
-      return answers.forbidden(error.retryAfterMs);
+      return knownBadAnswer(error.waitReason, error.code, error.retryAfterMs);
     case 'overloaded':
       return answers.overloaded();
     case 'cloudflare':

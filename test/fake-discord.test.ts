@@ -16,6 +16,7 @@ const C1 = '111111111111111111';
 const C2 = '222222222222222222';
 const M1 = '333333333333333333';
 const WH = '444444444444444444';
+const G1 = '555555555555555555';
 const INTERACTION_TOKEN = 'aW50ZXJhY3Rpb246OTk5OTk5OTk5OTk5OTk5OTk5OmFiYw';
 
 function bot(id: string): string {
@@ -285,6 +286,22 @@ describe('fake Discord', () => {
 
     const anonymous = await call('GET', `/api/v10/channels/${C1}`, { auth: null });
     expect(anonymous.status).toBe(401);
+  });
+
+  it('answers 403 with the code it was told: one member, a whole channel, a closed DM', async () => {
+    fake.forbid('PUT', `/api/v10/guilds/${G1}/bans/100000000000000077`);
+    fake.forbid('*', `/api/v10/channels/${C2}`, 50001);
+    fake.forbid('POST', `/api/v10/channels/${C1}/messages`, 50007);
+    const member = await call('PUT', `/api/v10/guilds/${G1}/bans/100000000000000077`, { body: '{}' });
+    expect(member.json()).toEqual({ message: 'Missing Permissions', code: 50013 });
+    const other = await call('PUT', `/api/v10/guilds/${G1}/bans/100000000000000078`, { body: '{}' });
+    expect(other.status).toBe(204);
+    const channel = await call('GET', `/api/v10/channels/${C2}/messages`);
+    expect(channel.status).toBe(403);
+    expect(channel.json()).toEqual({ message: 'Missing Access', code: 50001 });
+    const dm = await call('POST', `/api/v10/channels/${C1}/messages`, { body: '{}' });
+    expect(dm.json()).toEqual({ message: 'Cannot send messages to this user', code: 50007 });
+    expect(fake.stats().invalid).toBe(3);
   });
 
   it('echoes bodies byte for byte and records what arrived', async () => {

@@ -130,6 +130,10 @@ export function classify(
   }
 
   let template = segments[0] === '' ? '' : templateSegment(segments[0] ?? '', undefined);
+  // The segments past the major parameter (its id, and a webhook's token) say which exact thing the request is
+  // about: the member of a ban, the message of a delete. Tokens never go in.
+  const targetFrom = major === '-' ? 1 : tokenIndex === 3 && resource === 'webhooks' ? 4 : 3;
+  let target = '';
   for (let i = 1; i < count; i++) {
     const previous = segments[i - 1];
     // Emoji and user after /reactions/ all share one bucket per channel (docs/discord-ratelimits.md §2.4), so
@@ -138,7 +142,9 @@ export function classify(
       template += '/:reaction';
       break;
     }
-    template += i === tokenIndex ? '/:token' : `/${templateSegment(segments[i] ?? '', previous)}`;
+    const part = i === tokenIndex ? ':token' : templateSegment(segments[i] ?? '', previous);
+    template += `/${part}`;
+    if (i >= targetFrom && part !== ':token' && part !== segments[i]) target += `/${segments[i]}`;
   }
 
   let routeKey = `${method} ${template}`;
@@ -151,7 +157,7 @@ export function classify(
     routeKey += deleteAgeTag(segments[4] ?? '', nowMs);
   }
 
-  return { template, routeKey, major, exempt, webhookWithToken };
+  return { template, routeKey, major, exempt, webhookWithToken, target };
 }
 
 function touchesNameOrTopic(body: Buffer | undefined, contentType: string | undefined): boolean {

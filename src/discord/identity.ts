@@ -45,14 +45,19 @@ function decodeBotId(token: string): string | undefined {
   return decoded;
 }
 
+const WHITESPACE = /\s/;
+
 function identify(key: KeyObject, authorization: string): Identity {
   const value = authorization.trim();
   if (value === '') return NO_IDENTITY;
-  const hashed = keyedHash(key, authorization);
-  const space = value.indexOf(' ');
+  // Discord reads the scheme word without regard to case and the whitespace around the credential, so "Bot x",
+  // "bot x" and "Bot  x " are one token with one global limit: one identity, hashed from one spelling.
+  const space = value.search(WHITESPACE);
   const scheme = (space === -1 ? value : value.slice(0, space)).toLowerCase();
+  const credential = space === -1 ? '' : value.slice(space + 1).trim();
+  const hashed = keyedHash(key, space === -1 ? value : `${scheme} ${credential}`);
   if (scheme === 'bot') {
-    const botId = space === -1 ? undefined : decodeBotId(value.slice(space + 1).trimStart());
+    const botId = space === -1 ? undefined : decodeBotId(credential);
     const identity: Identity =
       botId === undefined ? { key: hashed, kind: 'bot' } : { key: hashed, kind: 'bot', botId };
     return Object.freeze(identity);

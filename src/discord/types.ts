@@ -22,6 +22,11 @@ export interface RouteInfo {
   readonly exempt: boolean;
   /** A webhook execute/message route with a token (a 404 there means the webhook is gone). */
   readonly webhookWithToken: boolean;
+  /**
+   * The ids of the path past the major parameter, e.g. "/100000000000000077" for a ban of that member ("" when
+   * none): what a 403 about one target is about. Never a token.
+   */
+  readonly target: string;
 }
 
 /** The rate-limit facts carried by one Discord response. */

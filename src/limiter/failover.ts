@@ -9,7 +9,7 @@
  * The in-process store learns from every response in both modes, so it is warm when it is needed.
  */
 import type { MemoryStore } from './memory.js';
-import type { AdmitInput, AdmitResult, LearnInput, LimiterStore, MarkScope } from './types.js';
+import type { AdmitInput, AdmitResult, LearnInput, LimiterStore, MarkAt, MarkScope } from './types.js';
 
 export interface FailoverOptions {
   /** How many replicas share a global limit while each falls back to its own state. */
@@ -89,13 +89,9 @@ export class FailoverStore implements LimiterStore {
     }
   }
 
-  async mark(
-    at: { identity: string; routeKey: string; major: string },
-    scope: MarkScope,
-    ms: number,
-  ): Promise<void> {
-    await this.fallback.mark(at, scope, ms);
-    await this.both((store) => store.mark(at, scope, ms), 'mark');
+  async mark(at: MarkAt, scope: MarkScope, ms: number, code: number): Promise<void> {
+    await this.fallback.mark(at, scope, ms, code);
+    await this.both((store) => store.mark(at, scope, ms, code), 'mark');
   }
 
   async countInvalid(count: number): Promise<number> {

@@ -19,6 +19,9 @@ import {
   INVALID_WINDOW_MS,
   type LearnInput,
   type LimiterStore,
+  MARK_REASON,
+  MARK_SCOPES,
+  type MarkAt,
   type MarkScope,
   PROBE_POLL_MS,
   type StoreOptions,
@@ -37,8 +40,8 @@ export class MemoryStore implements LimiterStore {
   private readonly globals = new Map<string, GlobalWindow>();
   private readonly pauses = new Map<string, number>();
   private readonly sublimits = new Map<string, number>();
-  /** Known-bad marks: key (see markKey) → expiry. */
-  private readonly marks = new Map<string, number>();
+  /** Known-bad marks: key (see markKey) → expiry, and the code of the answer that set it. */
+  private readonly marks = new Map<string, { until: number; code: number }>();
   /** Invalid responses per INVALID_SLOT_MS slot, by slot number. */
   private readonly invalidSlots = new Map<number, number>();
   private cloudflareUntil = 0;
@@ -64,8 +67,9 @@ export class MemoryStore implements LimiterStore {
       return { ok: false, reason: 'cloudflare', waitMs: this.cloudflareUntil - now };
     if (this.marks.size > 0) {
       for (const scope of MARK_SCOPES) {
-        const until = this.marks.get(markKey(input, scope));
-        if (until !== undefined && until > now) return { ok: false, reason: scope, waitMs: until - now };
+        const mark = this.marks.get(markKey(input, scope));
+        if (mark !== undefined && mark.until > now)
+          return { ok: false, reason: MARK_REASON[scope], waitMs: mark.until - now, code: mark.code };
       }
     }
     if (input.globalLimit > 0) {
@@ -179,13 +183,9 @@ export class MemoryStore implements LimiterStore {
     return Math.max(0, this.cloudflareUntil - this.now());
   }
 
-  async mark(
-    at: { identity: string; routeKey: string; major: string },
-    scope: MarkScope,
-    ms: number,
-  ): Promise<void> {
+  async mark(at: MarkAt, scope: MarkScope, ms: number, code: number): Promise<void> {
     const key = markKey(at, scope);
-    this.marks.set(key, Math.max(this.marks.get(key) ?? 0, this.now() + ms));
+    this.marks.set(key, { until: Math.max(this.marks.get(key)?.until ?? 0, this.now() + ms), code });
   }
 
   async countInvalid(count: number): Promise<number> {
@@ -218,7 +218,7 @@ export class MemoryStore implements LimiterStore {
     }
     for (const [key, value] of this.hashes) if (value.until < now) this.hashes.delete(key);
     for (const [key, until] of this.sublimits) if (until < cutoff) this.sublimits.delete(key);
-    for (const [key, until] of this.marks) if (until < cutoff) this.marks.delete(key);
+    for (const [key, mark] of this.marks) if (mark.until < cutoff) this.marks.delete(key);
     for (const [key, global] of this.globals) if (global.touched < cutoff) this.globals.delete(key);
     for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
   }
@@ -233,12 +233,19 @@ export class MemoryStore implements LimiterStore {
   }
 }
 
-const MARK_SCOPES: readonly MarkScope[] = ['revoked', 'gone', 'forbidden'];
-
-function markKey(at: { identity: string; routeKey: string; major: string }, scope: MarkScope): string {
-  if (scope === 'revoked') return at.identity;
-  if (scope === 'gone') return `${at.identity}|${at.major}`;
-  return `${at.identity}|${at.routeKey}|${at.major}`;
+function markKey(at: MarkAt, scope: MarkScope): string {
+  switch (scope) {
+    case 'revoked':
+      return at.identity;
+    case 'unauthorized':
+      return `${at.identity}|u|${at.routeKey}`;
+    case 'gone':
+      return `${at.identity}|g|${at.major}`;
+    case 'closed':
+      return `${at.identity}|c|${at.major}`;
+    case 'forbidden':
+      return `${at.identity}|f|${at.routeKey}|${at.major}|${at.target ?? ''}`;
+  }
 }
 
 function sublimitKey(input: { identity: string; routeKey: string; major: string }, tag: string): string {

@@ -8,7 +8,7 @@
  *   P{I}:route:<routeKey>               STRING: bucket hash ("" = not bucketed), PX = keyTtlMs after last learned
  *   P{I}:gslots                         ZSET: the identity's admissions that still count in its global window
  *   P{I}:bucket:<hash>|<major>          HASH: one bucket's state (unknown buckets: <hash> = "unk:<routeKey>")
- *   P{I}:bad                            HASH: known-bad marks (revoked token, gone webhook, forbidden route)
+ *   P{I}:bad                            HASH: known-bad marks (see MarkScope), each "<expiry>:<code>"
  *   Pcloudflare                         STRING, PX = remaining egress-wide Cloudflare pause
  *   Pinvalid                            HASH: invalid responses of this egress per 10 s slot
  * Every key of one identity carries the {I} hash tag, so the scripts run unchanged on Redis Cluster; only the
@@ -27,6 +27,7 @@ import {
   INVALID_WINDOW_MS,
   type LearnInput,
   type LimiterStore,
+  type MarkAt,
   type MarkScope,
   PROBE_POLL_MS,
   STALLED_WINDOW_MS,
@@ -67,10 +68,12 @@ const REASONS: readonly WaitReason[] = [
   'forbidden',
 ];
 /** Fields of the known-bad marks hash, by scope (lua/admit-5.lua). */
-const MARK_FIELD: Record<MarkScope, (at: { routeKey: string; major: string }) => string> = {
+const MARK_FIELD: Record<MarkScope, (at: MarkAt) => string> = {
   revoked: () => 'r',
+  unauthorized: (at) => `u:${at.routeKey}`,
   gone: (at) => `g:${at.major}`,
-  forbidden: (at) => `f:${at.routeKey}|${at.major}`,
+  closed: (at) => `c:${at.major}`,
+  forbidden: (at) => `f:${at.routeKey}|${at.major}|${at.target ?? ''}`,
 };
 
 type Arg = string | number;
@@ -78,7 +81,7 @@ interface ScriptCommands {
   drlpAdmit(...args: Arg[]): Promise<unknown>;
   drlpLearn(...args: Arg[]): Promise<unknown>;
   drlpPause(key: string, ms: number): Promise<unknown>;
-  drlpMark(key: string, field: string, ms: number): Promise<unknown>;
+  drlpMark(key: string, field: string, ms: number, code: number): Promise<unknown>;
   drlpInvalid(key: string, add: number, slotMs: number, slots: number): Promise<unknown>;
 }
 
@@ -169,6 +172,7 @@ export class RedisStore implements LimiterStore {
       this.keyTtlMs,
       PROBE_POLL_MS,
       STALLED_WINDOW_MS,
+      input.target ?? '',
     );
     return admitResult(input.identity, reply);
   }
@@ -223,12 +227,8 @@ export class RedisStore implements LimiterStore {
     return this.cloudflareRemaining();
   }
 
-  async mark(
-    at: { identity: string; routeKey: string; major: string },
-    scope: MarkScope,
-    ms: number,
-  ): Promise<void> {
-    await this.scripts.drlpMark(`${this.identityBase(at.identity)}bad`, MARK_FIELD[scope](at), ms);
+  async mark(at: MarkAt, scope: MarkScope, ms: number, code: number): Promise<void> {
+    await this.scripts.drlpMark(`${this.identityBase(at.identity)}bad`, MARK_FIELD[scope](at), ms, code);
   }
 
   async countInvalid(count: number): Promise<number> {
@@ -300,5 +300,8 @@ function admitResult(identity: string, reply: unknown): AdmitResult {
   }
   const reason = REASONS[Number(detail) - 1];
   if (reason === undefined) throw new Error(`unexpected wait reason ${String(detail)} from the admit script`);
-  return { ok: false, reason, waitMs: Number(value) };
+  const code = reply[3];
+  return code === undefined || code === null
+    ? { ok: false, reason, waitMs: Number(value) }
+    : { ok: false, reason, waitMs: Number(value), code: Number(code) };
 }

@@ -25,6 +25,8 @@ export class HoldError extends Error {
     readonly retryAfterMs: number,
     readonly waitReason?: WaitReason,
     options?: ErrorOptions,
+    /** For 'known_bad': the code of Discord's answer that set the mark, which the proxy's answer repeats. */
+    readonly code?: number,
   ) {
     super(`request not admitted: ${reason}`, options);
     this.name = 'HoldError';
@@ -342,7 +344,7 @@ export class Scheduler {
           result.reason === 'cloudflare' ? 'cloudflare' : KNOWN_BAD.has(result.reason) ? 'known_bad' : null;
         if (final) {
           for (let t: Ticket | undefined = taker; t; t = this.nextTicket(queue)) {
-            t.reject(new HoldError(final, result.waitMs, result.reason));
+            t.reject(new HoldError(final, result.waitMs, result.reason, undefined, result.code));
           }
           break;
         }

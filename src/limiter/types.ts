@@ -18,7 +18,12 @@ export interface AdmitInput {
   readonly globalLimit: number;
   /** Scopes sublimit delays: only requests with the same tag wait behind a sublimit 429. */
   readonly sublimit: string;
+  /** The ids of the path past its major parameter ("" or absent if none): the exact target a 403 can be about. */
+  readonly target?: string;
 }
+
+/** Where a request goes, as far as known-bad marks care. */
+export type MarkAt = Pick<AdmitInput, 'identity' | 'routeKey' | 'major' | 'target'>;
 
 export type WaitReason =
   | 'bucket' // the bucket is exhausted until its reset
@@ -29,15 +34,30 @@ export type WaitReason =
   | 'paused' // a global 429 paused the identity
   | 'cloudflare' // everything is paused after a Cloudflare ban
   // Known to fail: answered by the proxy itself until the mark expires (see LimiterStore.mark).
-  | 'revoked' // the token got a 401
-  | 'gone' // the webhook (major parameter) got a 404
-  | 'forbidden'; // this route and major parameter got a 403
+  | 'revoked' // the token got a 401 (or, without a token, this route did)
+  | 'gone' // the webhook (major parameter) is unknown or its token invalid
+  | 'forbidden'; // a 403: this exact target, or the whole channel or guild
 
 /** Reasons that end a request at once instead of holding it. */
 export const KNOWN_BAD: ReadonlySet<WaitReason> = new Set(['revoked', 'gone', 'forbidden']);
 
-/** How narrowly a known-bad mark applies: the whole token, one major parameter, or one route on it. */
-export type MarkScope = 'revoked' | 'gone' | 'forbidden';
+/**
+ * How narrowly a known-bad mark applies (src/discord/marks.ts decides which): 'revoked' the whole token,
+ * 'unauthorized' one route for requests without a token, 'gone' a webhook, 'closed' a channel or guild (for this
+ * token), 'forbidden' one exact target (route, major parameter and the ids after it).
+ */
+export type MarkScope = 'revoked' | 'unauthorized' | 'gone' | 'closed' | 'forbidden';
+
+/** The wait reason admit() gives for a request a mark of this scope applies to. */
+export const MARK_REASON: Readonly<Record<MarkScope, WaitReason>> = {
+  revoked: 'revoked',
+  unauthorized: 'revoked',
+  gone: 'gone',
+  closed: 'forbidden',
+  forbidden: 'forbidden',
+};
+/** Marks are checked in this order; the first that applies answers. */
+export const MARK_SCOPES: readonly MarkScope[] = ['revoked', 'unauthorized', 'gone', 'closed', 'forbidden'];
 
 export type AdmitResult =
   | {
@@ -54,7 +74,13 @@ export type AdmitResult =
       /** The identity's global-window slot this request holds until its answer ('' for exempt traffic). */
       readonly slot: string;
     }
-  | { readonly ok: false; readonly reason: WaitReason; readonly waitMs: number };
+  | {
+      readonly ok: false;
+      readonly reason: WaitReason;
+      readonly waitMs: number;
+      /** For a known-bad reason: the code of Discord's answer that set the mark, which the proxy repeats. */
+      readonly code?: number;
+    };
 
 export interface LearnInput {
   readonly identity: string;
@@ -114,14 +140,10 @@ export interface LimiterStore {
   /** Remaining Cloudflare pause in ms (0 when none); read by /readyz. */
   cloudflarePause(): Promise<number>;
   /**
-   * Marks requests as known to fail for `ms`: 'revoked' marks the identity, 'gone' its major parameter,
-   * 'forbidden' its route on that major parameter. admit() answers them with that reason until it expires.
+   * Marks requests as known to fail for `ms`, as narrowly as `scope` says (see MarkScope). admit() answers them
+   * with the scope's reason (MARK_REASON) and `code` until it expires.
    */
-  mark(
-    at: { identity: string; routeKey: string; major: string },
-    scope: MarkScope,
-    ms: number,
-  ): Promise<void>;
+  mark(at: MarkAt, scope: MarkScope, ms: number, code: number): Promise<void>;
   /**
    * Adds `count` invalid responses (401, 403, non-shared 429) to this egress's sliding 10-minute window and
    * returns how many the window holds now (all replicas together when shared). `count` 0 only reads.

@@ -115,6 +115,12 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
   if (path === null) return finish(opts, res, method, '-', startedAt, answers.notFound());
 
   const route = classify(method, path, Date.now(), opts.tokenHash);
+  const headers = forwardHeaders(req.rawHeaders);
+  if (headers === null) {
+    // Which one would Discord read? Neither is charged nor forwarded.
+    const answer = answers.badRequest('More than one Authorization header.');
+    return finish(opts, res, method, route.template, startedAt, answer);
+  }
   const declared =
     req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
   if (declared !== undefined && (!Number.isSafeInteger(declared) || declared > opts.bodyLimitBytes)) {
@@ -137,19 +143,19 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
   const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
   if (buffered) {
     // Small bodies are kept so that a 429 can be retried for the client; large uploads stream through once.
-    if (declared > opts.retryBodyLimitBytes) return forward(opts, req, url, route, client, req);
+    if (declared > opts.retryBodyLimitBytes) return forward(opts, req, url, route, headers, client, req);
     readBody(req, declared).then((body) => {
       // undefined: the client went away while sending its body.
       if (body === undefined) return;
       try {
-        forward(opts, req, url, route, client, body);
+        forward(opts, req, url, route, headers, client, body);
       } catch (error) {
         client.fail(error);
       }
     });
     return;
   }
-  forward(opts, req, url, route, client, limited ? limited.stream : null);
+  forward(opts, req, url, route, headers, client, limited ? limited.stream : null);
 }
 
 function forward(
@@ -157,6 +163,7 @@ function forward(
   req: IncomingMessage,
   url: string,
   route: ReturnType<typeof classify>,
+  headers: string[],
   client: ProxyClient,
   body: Buffer | Readable | null,
 ): void {
@@ -167,7 +174,7 @@ function forward(
   const out: Outgoing = {
     method,
     url,
-    headers: forwardHeaders(req.rawHeaders),
+    headers,
     body,
     template: route.template,
     authorized: identity.kind !== 'none',
@@ -178,6 +185,7 @@ function forward(
       identity: identity.key,
       routeKey: route.routeKey,
       major: route.major,
+      target: route.target,
       globalLimit: route.exempt ? 0 : opts.globalLimitFor(identity),
       sublimit: sublimitTag(
         route.routeKey,
@@ -338,13 +346,17 @@ function logAndCount(
   }
 }
 
-function forwardHeaders(raw: string[]): string[] {
+/** The headers to send upstream, or null when the request carries more than one Authorization header. */
+function forwardHeaders(raw: string[]): string[] | null {
   // Headers the client names in Connection are hop-by-hop too (RFC 9110 §7.6.1), whatever they are called.
   let named: Set<string> | undefined;
   let kept = 0;
+  let authorizations = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase();
     if (!DROP_REQUEST_HEADERS.has(lower)) kept += 2;
+    // Node keeps only the first in req.headers; the identity would be charged for one and Discord read another.
+    if (lower === 'authorization' && ++authorizations > 1) return null;
     if (lower !== 'connection') continue;
     named ??= new Set();
     for (const option of raw[i + 1]!.split(',')) named.add(option.trim().toLowerCase());

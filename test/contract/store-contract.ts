@@ -334,38 +334,62 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
 
     it('answers known-bad requests until their mark expires, each as narrowly as it was set', async () => {
       const req = input({ routeKey: 'GET /users/@me', major: '-' });
-      const channelA = input({
+      // A 403 50013 on banning one member: that member only.
+      const banA = input({
         identity: req.identity,
-        routeKey: 'POST /channels/:id/messages',
-        major: 'c:1',
+        routeKey: 'PUT /guilds/:id/bans/:id',
+        major: 'g:1',
+        target: '/77',
       });
-      const channelB = { ...channelA, major: 'c:2' };
-      const otherRoute = { ...channelA, routeKey: 'GET /channels/:id' };
-      await store.mark(at(channelA), 'forbidden', 200);
-      expect(await store.admit(channelA)).toMatchObject({ ok: false, reason: 'forbidden' });
-      expect(await store.admit(channelB)).toMatchObject({ ok: true });
-      expect(await store.admit(otherRoute)).toMatchObject({ ok: true });
+      const banB = { ...banA, target: '/78' };
+      await store.mark(banA, 'forbidden', 200, 50013);
+      expect(await store.admit(banA)).toMatchObject({ ok: false, reason: 'forbidden', code: 50013 });
+      expect(await store.admit(banB)).toMatchObject({ ok: true });
+      expect(await store.admit({ ...banA, major: 'g:2' })).toMatchObject({ ok: true });
 
+      // A 403 50001 on a channel: every route on that channel, for this token only.
+      const channelA = input({ identity: req.identity, major: 'c:1' });
+      const otherRoute = { ...channelA, routeKey: 'GET /channels/:id', target: '' };
+      await store.mark(channelA, 'closed', 200, 50001);
+      expect(await store.admit(otherRoute)).toMatchObject({ ok: false, reason: 'forbidden', code: 50001 });
+      expect(await store.admit({ ...channelA, major: 'c:2' })).toMatchObject({ ok: true });
+      expect(await store.admit({ ...otherRoute, identity: `${req.identity}-other` })).toMatchObject({
+        ok: true,
+      });
+
+      // A webhook that is gone: every route of that webhook, not its neighbours.
       const webhook = input({
         identity: req.identity,
         routeKey: 'POST /webhooks/:id/:token',
         major: 'w:9:abc',
       });
-      await store.mark(at(webhook), 'gone', 200);
+      await store.mark(webhook, 'gone', 200, 10015);
       expect(
-        await store.admit({ ...webhook, routeKey: 'PATCH /webhooks/:id/:token/messages/:id' }),
-      ).toMatchObject({
+        await store.admit({ ...webhook, routeKey: 'PATCH /webhooks/:id/:token/messages/:id', target: '/5' }),
+      ).toMatchObject({ ok: false, reason: 'gone', code: 10015 });
+      expect(await store.admit({ ...webhook, major: 'w:8:abc' })).toMatchObject({ ok: true });
+
+      // A route that needs a token, called without one: that route only.
+      const anonymous = input({ identity: 'none', routeKey: 'GET /channels/:id', major: 'c:3' });
+      await store.mark(anonymous, 'unauthorized', 200, 0);
+      expect(await store.admit({ ...anonymous, major: 'c:4' })).toMatchObject({
         ok: false,
-        reason: 'gone',
+        reason: 'revoked',
+      });
+      expect(
+        await store.admit({ ...anonymous, routeKey: 'POST /webhooks/:id/:token', major: 'w:1:x' }),
+      ).toMatchObject({
+        ok: true,
       });
 
-      await store.mark(at(req), 'revoked', 300);
+      await store.mark(req, 'revoked', 300, 0);
       const revoked = await store.admit(req);
-      expect(revoked).toMatchObject({ ok: false, reason: 'revoked' });
+      expect(revoked).toMatchObject({ ok: false, reason: 'revoked', code: 0 });
       if (!revoked.ok) expect(revoked.waitMs).toBeGreaterThan(200);
       expect(await store.admit({ ...req, identity: `${req.identity}-other` })).toMatchObject({ ok: true });
       await sleep(350);
-      expect(await store.admit(channelA)).toMatchObject({ ok: true });
+      expect(await store.admit(banA)).toMatchObject({ ok: true });
+      expect(await store.admit(otherRoute)).toMatchObject({ ok: true });
       expect(await store.admit(req)).toMatchObject({ ok: true });
     });
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LatencyOption } from './latency.js';
+import type { ForbiddenCode } from './model.js';
 import type { PolicyOverride } from './policies.js';
 import type { FailureKind, FakeDiscord, FakeStats } from './server.js';
 
@@ -13,7 +14,7 @@ import type { FailureKind, FakeDiscord, FakeStats } from './server.js';
 //   POST /__fake/policy        body: PolicyOverride JSON
 //   POST /__fake/latency       body: LatencyOption JSON, e.g. {"kind":"fixed","ms":5}
 //   POST /__fake/revoke        body: {"authorization": "Bot ..."}
-//   POST /__fake/forbid?method=POST&prefix=/channels/1
+//   POST /__fake/forbid?method=POST&prefix=/channels/1[&code=50001|50007|50013]
 //   POST /__fake/delete-webhook?id=123
 //   POST /__fake/delete-message?id=123
 
@@ -75,7 +76,11 @@ function apply(fake: FakeDiscord, action: string, params: URLSearchParams, body:
     case 'revoke':
       return fake.revokeToken(String((body as { authorization?: unknown }).authorization));
     case 'forbid':
-      return fake.forbid(params.get('method') ?? '*', params.get('prefix') ?? '/');
+      return fake.forbid(
+        params.get('method') ?? '*',
+        params.get('prefix') ?? '/',
+        forbiddenCode(params.get('code')),
+      );
     case 'delete-webhook':
       return fake.deleteWebhook(params.get('id') ?? '');
     case 'delete-message': {
@@ -86,6 +91,14 @@ function apply(fake: FakeDiscord, action: string, params: URLSearchParams, body:
     default:
       throw new Error(`unknown control action ${action}`);
   }
+}
+
+function forbiddenCode(value: string | null): ForbiddenCode | undefined {
+  if (value === null) return undefined;
+  const code = Number(value);
+  if (code !== 50001 && code !== 50007 && code !== 50013)
+    throw new Error('code must be 50001, 50007 or 50013');
+  return code;
 }
 
 export function handleControl(fake: FakeDiscord, req: IncomingMessage, res: ServerResponse): void {

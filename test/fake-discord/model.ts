@@ -97,6 +97,13 @@ export function isInvalid(r: Reply): boolean {
   );
 }
 
+export type ForbiddenCode = 50001 | 50007 | 50013;
+const FORBIDDEN_MESSAGES: Record<ForbiddenCode, string> = {
+  50001: 'Missing Access',
+  50007: 'Cannot send messages to this user',
+  50013: 'Missing Permissions',
+};
+
 export class DiscordModel {
   private readonly windows = new Windows();
   private readonly identities = new Map<string, IdentityState>();
@@ -105,7 +112,7 @@ export class DiscordModel {
   private readonly deletedWebhooks = new Set<string>();
   private readonly webhookChannels = new Map<string, string>();
   private readonly unknownMessages = new Set<string>();
-  private forbidden: { method: string; prefix: string }[] = [];
+  private forbidden: { method: string; prefix: string; code: ForbiddenCode }[] = [];
   private banAllUntil = 0;
 
   constructor(private readonly opts: ResolvedOptions) {
@@ -159,8 +166,12 @@ export class DiscordModel {
     this.unknownMessages.add(id);
   }
 
-  forbid(method: string, prefix: string): void {
-    this.forbidden.push({ method: method.toUpperCase(), prefix });
+  /**
+   * Requests whose path starts with `prefix` get 403 with `code`: 50013 Missing Permissions (one target, such as
+   * a member ranked above the bot), 50001 Missing Access (the whole channel or guild), 50007 (a closed DM).
+   */
+  forbid(method: string, prefix: string, code: ForbiddenCode = 50013): void {
+    this.forbidden.push({ method: method.toUpperCase(), prefix, code });
   }
 
   banAll(until: number): void {
@@ -241,7 +252,7 @@ export class DiscordModel {
     if (plan.unknownMessage) return errorReply(404, 'Unknown Message', 10008, own);
     for (const f of this.forbidden) {
       if ((f.method === '*' || f.method === r.method) && r.apiPath.startsWith(f.prefix)) {
-        return errorReply(403, 'Missing Permissions', 50013, own);
+        return errorReply(403, FORBIDDEN_MESSAGES[f.code], f.code, own);
       }
     }
     const p = r.policy;

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { handleControl } from './control.js';
 import { type LatencyOption, type LatencySampler, latencySampler } from './latency.js';
-import { DiscordModel, isInvalid, type RequestInfo } from './model.js';
+import { DiscordModel, type ForbiddenCode, isInvalid, type RequestInfo } from './model.js';
 import { type FakeDiscordOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type PolicyOverride, retryFactor } from './policies.js';
 import { errorReply, type Reply, type ReplyFormat, render, reply } from './reply.js';
@@ -150,8 +150,8 @@ export class FakeDiscord {
   }
 
   /** Requests with this method ('*' for any) whose path (with or without /api/vN) starts with pathPrefix get 403. */
-  forbid(method: string, pathPrefix: string): void {
-    this.model.forbid(method, stripApiPrefix(pathPrefix));
+  forbid(method: string, pathPrefix: string, code?: ForbiddenCode): void {
+    this.model.forbid(method, stripApiPrefix(pathPrefix), code);
   }
 
   /** The next n requests fail this way before any other check; they are still recorded. */
@@ -265,7 +265,7 @@ export class FakeDiscord {
       policy,
       auth,
       ip,
-      identity: auth ?? `ip:${ip}`,
+      identity: auth === undefined ? `ip:${ip}` : canonicalAuth(auth),
       exempt: policy?.exempt === true || isInteractionRoute(segs),
       major: majorOf(segs),
       headers: req.headers,
@@ -327,4 +327,17 @@ function failureReply(kind: '500' | '502' | '504'): Reply {
   if (kind === '500') return { ...errorReply(500, '500: Internal Server Error', 0), kind: 'failure' };
   const page = kind === '502' ? GATEWAY_PAGE(502, 'Bad Gateway') : GATEWAY_PAGE(504, 'Gateway Timeout');
   return reply('failure', Number(kind), { body: page, contentType: 'text/html' });
+}
+
+/**
+ * Discord reads the scheme word case-insensitively and ignores the whitespace around the credential: "bot x",
+ * "Bot  x " and "Bot x" are one token with one set of limits. Spelt as Discord's docs spell it.
+ */
+export function canonicalAuth(auth: string): string {
+  const value = auth.trim();
+  const space = value.search(/\s/);
+  if (space === -1) return value;
+  const scheme = value.slice(0, space).toLowerCase();
+  const spelt = scheme === 'bot' ? 'Bot' : scheme === 'bearer' ? 'Bearer' : value.slice(0, space);
+  return `${spelt} ${value.slice(space + 1).trim()}`;
 }

@@ -423,6 +423,24 @@ describe('bad input on the public port', () => {
     await stillServing();
   });
 
+  it('answers two Authorization headers with 400 and forwards nothing (two tokens, one request)', async () => {
+    const before = env.fake.received.length;
+    for (const second of [BOT_A, 'Bot anotherTokenOfSomeoneElse']) {
+      const x = await exchange(env.proxy.url, [
+        Buffer.from(
+          `POST ${OK_PATH} HTTP/1.1\r\nHost: proxy\r\nAuthorization: ${BOT_A}\r\nauthorization: ${second}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+          'latin1',
+        ),
+      ]);
+      expect(x.responses).toHaveLength(1);
+      expect(x.responses[0]!.status).toBe(400);
+      expect(expectDiscordError(x.responses[0]!).message).toMatch(/Authorization/);
+    }
+    expect(env.fake.received.length).toBe(before);
+    await stillServing();
+  });
+
   it('keeps its public and admin ports up after all of it, and never sent anything outside /api/', async () => {
     await stillServing();
     const health = await request(`${env.proxy.adminUrl}/healthz`);

@@ -106,6 +106,23 @@ describe('global limit at a fake Discord in its own process', () => {
       expect(stats.busiest[token]).toBeGreaterThanOrEqual(40);
     }
   });
+  it('keeps one token spelt two ways ("Bot x", "bot  x") on one global limit', async () => {
+    await fake.control('reset');
+    await fake.policy({ method: 'GET', template: '/channels/{id}/messages', limit: 1000, windowMs: 1000 });
+    const spellings = [BOT_A, ` ${BOT_A.replace('Bot ', 'bot  ')}`];
+    await runWorkers(40, 2500, async (worker, i) => {
+      const res = await client.call('GET', `/api/v10/channels/${channel((worker + i) % 50)}/messages`, {
+        auth: spellings[worker % 2]!,
+      });
+      expect(res.status).toBe(200);
+    });
+    const stats = await fake.stats();
+    // The fake, like Discord, counts both spellings as one token.
+    expect(stats.rateLimited.global).toBe(0);
+    expect(stats.busiest[BOT_A]).toBeLessThanOrEqual(50);
+    expect(stats.busiest[BOT_A]).toBeGreaterThanOrEqual(40);
+  });
+
   it('does not hold interaction callbacks behind a saturated global window', async () => {
     await fake.control('reset');
     const saturate = runWorkers(80, 2500, async (worker, i) => {

@@ -72,6 +72,21 @@ describe('createIdentifier', () => {
     expect(identify(`Bearer ${BOT_TOKEN}`).key).not.toBe(a.key);
   });
 
+  it('gives one identity to one token however the scheme is spelt (one token, two identities)', () => {
+    const a = identify(`Bot ${BOT_TOKEN}`);
+    for (const spelling of [
+      `bot ${BOT_TOKEN}`,
+      `BOT ${BOT_TOKEN}`,
+      ` Bot  ${BOT_TOKEN} `,
+      `Bot\t${BOT_TOKEN}`,
+    ]) {
+      expect(identify(spelling)).toEqual(a);
+    }
+    expect(identify(`bearer abc`).key).toBe(identify('Bearer  abc').key);
+    // The credential itself is case-sensitive.
+    expect(identify(`Bot ${BOT_TOKEN.toLowerCase()}`).key).not.toBe(a.key);
+  });
+
   it('depends on the secret', () => {
     const other = createIdentifier('another-secret');
     expect(other(`Bot ${BOT_TOKEN}`).key).not.toBe(identify(`Bot ${BOT_TOKEN}`).key);

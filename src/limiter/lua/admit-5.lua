@@ -10,8 +10,10 @@
                                  limited without rate-limit headers (admitted as an unknown bucket)
     KEYS[4]  global window       ZSET: the identity's admissions that still count, slot id -> when they stop
                                  counting (ms): a window past their answer; while in flight, a timeout past it
-    KEYS[5]  known-bad marks     HASH: field -> expiry (ms, Redis time); "r" the token is revoked,
-                                 "g:<major>" the webhook is gone, "f:<routeKey>|<major>" the route is forbidden
+    KEYS[5]  known-bad marks     HASH: field -> "<expiry ms, Redis time>:<Discord's code>" (see mark-1.lua):
+                                 "r" the token is revoked, "u:<routeKey>" the route needs a token, "g:<major>"
+                                 the webhook is gone, "c:<major>" the channel or guild is closed to the token,
+                                 "f:<routeKey>|<major>|<target>" this exact target is forbidden
 
     ARGV[1]  bucket key base     e.g. "drlp:{identity}:bucket:"; the bucket key is this plus
                                  "<hash or unk:routeKey>|<major>". It depends on KEYS[3], so it cannot be
@@ -24,6 +26,7 @@
     ARGV[7]  idle lifetime of a bucket after its last reset/block/probe, ms
     ARGV[8]  PROBE_POLL_MS
     ARGV[9]  STALLED_WINDOW_MS
+    ARGV[10] target              the ids of the path past its major parameter
 
   Output:
     {1, bucketSuffix, probe, window, slot}
@@ -31,7 +34,8 @@
                               probe is 1 when this request finds out an unknown bucket's limits, window the
                               bucket's local window it was counted in, slot its global slot id ("" if exempt)
     {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused,
-                              7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs);
+                              7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs,
+                              and a fourth element, the code of Discord's answer that set the mark);
                               waitMs rounded up so nobody is woken early
 ]]
 local time = redis.call('TIME')
@@ -40,10 +44,16 @@ local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
 local globalLimit = tonumber(ARGV[4])
 local probePoll = tonumber(ARGV[8])
 
-local marks = redis.call('HMGET', KEYS[5], 'r', 'g:' .. ARGV[3], 'f:' .. ARGV[2] .. '|' .. ARGV[3])
-for i = 1, 3 do
-  local expires = tonumber(marks[i])
-  if expires and expires > now then return {0, 6 + i, math.ceil(expires - now)} end
+-- In the order of MARK_SCOPES (types.ts), each with its wait reason.
+local marks = redis.call('HMGET', KEYS[5], 'r', 'u:' .. ARGV[2], 'g:' .. ARGV[3], 'c:' .. ARGV[3],
+  'f:' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[10])
+local markReasons = {7, 7, 8, 9, 9}
+for i = 1, 5 do
+  if marks[i] then
+    local expires, code = string.match(marks[i], '^([^:]+):(%d+)$')
+    expires = tonumber(expires)
+    if expires and expires > now then return {0, markReasons[i], math.ceil(expires - now), tonumber(code)} end
+  end
 end
 
 if globalLimit > 0 then
