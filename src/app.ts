@@ -20,6 +20,7 @@ import Fastify, {
 import type { Logger } from 'pino';
 import { InvalidBudget } from './budget.js';
 import type { Config } from './config.js';
+import { HeldBodies } from './held-bodies.js';
 import { classify, normalizeApiPath } from './discord/classify.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
 import type { Identity } from './discord/types.js';
@@ -319,6 +320,7 @@ export function buildApp(deps: AppDeps): App {
     maxHoldMs: config.maxHoldMs,
     bodyLimitBytes: config.bodyLimitBytes,
     retryBodyLimitBytes: config.retryBodyLimitBytes,
+    heldBodies: new HeldBodies(config.heldBodyLimitBytes, (delta) => metrics.heldBodyBytes.inc(delta)),
     proxyAuth: config.proxyAuthToken ? createProxyAuth(config.proxyAuthToken) : undefined,
   });
 

@@ -29,6 +29,8 @@ export interface Config {
   readonly bodyLimitBytes: number;
   /** Bodies up to this size are buffered so that a 429 can be retried for the client; larger ones stream once. */
   readonly retryBodyLimitBytes: number;
+  /** Bytes of request bodies a replica keeps in memory for held requests; bodies past it wait in their sockets. */
+  readonly heldBodyLimitBytes: number;
   readonly tokenHashKey: string;
   readonly proxyAuthToken: string | undefined;
   readonly logLevel: string;
@@ -71,6 +73,7 @@ export const ENV_DEFAULTS = {
   CLOUDFLARE_COOLDOWN_MS: '600000',
   BODY_LIMIT_BYTES: String(520 * 1024 * 1024),
   RETRY_BODY_LIMIT_BYTES: String(1024 * 1024),
+  HELD_BODY_LIMIT_BYTES: String(64 * 1024 * 1024),
   TOKEN_HASH_KEY: '',
   PROXY_AUTH_TOKEN: '',
   LOG_LEVEL: 'info',
@@ -163,6 +166,7 @@ export function loadConfig(env: Env): Config {
     cloudflareCooldownMs: int('CLOUDFLARE_COOLDOWN_MS', 1000, 86_400_000),
     bodyLimitBytes: int('BODY_LIMIT_BYTES', 1024),
     retryBodyLimitBytes: int('RETRY_BODY_LIMIT_BYTES', 0),
+    heldBodyLimitBytes: int('HELD_BODY_LIMIT_BYTES', 0),
     tokenHashKey: raw('TOKEN_HASH_KEY') || DEFAULT_TOKEN_HASH_KEY,
     proxyAuthToken: raw('PROXY_AUTH_TOKEN') || undefined,
     logLevel: level('LOG_LEVEL'),

@@ -123,6 +123,11 @@ export function createMetrics() {
       help: 'Requests held right now, waiting for their bucket or global window.',
       registers: [registry],
     }),
+    heldBodyBytes: new Gauge({
+      name: 'discord_proxy_held_body_bytes',
+      help: 'Bytes of request bodies kept in memory for held requests (bounded by HELD_BODY_LIMIT_BYTES).',
+      registers: [registry],
+    }),
     upstream429: new Counter({
       name: 'discord_proxy_upstream_429_total',
       help: '429 answers received from Discord, by scope.',

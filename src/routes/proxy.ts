@@ -12,6 +12,7 @@ import { ClientLink } from '../client-link.js';
 import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
 import type { Identity } from '../discord/types.js';
 import { answers, type ProxyAnswer } from '../errors.js';
+import type { HeldBodies } from '../held-bodies.js';
 import type { Metrics } from '../metrics.js';
 import {
   headerValue,
@@ -34,6 +35,7 @@ export interface ProxyRouteOptions {
   readonly maxHoldMs: number;
   readonly bodyLimitBytes: number;
   readonly retryBodyLimitBytes: number;
+  readonly heldBodies: HeldBodies;
   /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
   readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
 }
@@ -142,8 +144,11 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
       : undefined;
   const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
   if (buffered) {
-    // Small bodies are kept so that a 429 can be retried for the client; large uploads stream through once.
-    if (declared > opts.retryBodyLimitBytes) return forward(opts, req, url, route, headers, client, req);
+    // Small bodies are kept so that a 429 can be retried for the client; large uploads, and any body once the
+    // held bodies reach their byte bound, wait in the client's socket and stream through once.
+    if (declared > opts.retryBodyLimitBytes || !opts.heldBodies.take(declared, res)) {
+      return forward(opts, req, url, route, headers, client, req);
+    }
     readBody(req, declared).then((body) => {
       // undefined: the client went away while sending its body.
       if (body === undefined) return;

@@ -53,3 +53,58 @@ describe('request body limit', () => {
     expect(received?.body.equals(bytes)).toBe(true);
   });
 });
+
+async function metric(adminUrl: string, name: string): Promise<number | undefined> {
+  const text = await (await request(`${adminUrl}/metrics`)).body.text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
+describe('held bodies under a byte bound', () => {
+  let env: TestEnv;
+  const BODY = 40_000;
+  beforeAll(async () => {
+    env = await startEnv(
+      {},
+      { env: { HELD_BODY_LIMIT_BYTES: String(2 * BODY + 1000), RETRY_BODY_LIMIT_BYTES: String(BODY * 1.5) } },
+    );
+  });
+  afterAll(async () => env.close());
+
+  it('keeps at most HELD_BODY_LIMIT_BYTES in memory; the rest wait in their sockets and all arrive intact', async () => {
+    await env.fake.setPolicy({
+      method: 'POST',
+      template: '/channels/{id}/messages',
+      limit: 1,
+      windowMs: 1500,
+    });
+    const post = (body: Buffer) =>
+      request(`${env.proxy.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: BOT_A, 'content-type': 'application/octet-stream' },
+        body,
+        dispatcher: env.client,
+      }).then(async (res) => ({ status: res.statusCode, text: await res.body.text() }));
+    expect((await post(Buffer.from('{}'))).status).toBe(200);
+
+    // One request per 1.5 s window: these four are held, and only two bodies fit under the bound.
+    const bodies = [1, 2, 3, 4].map((n) => Buffer.alloc(BODY, n));
+    const answers = Promise.all(bodies.map(post));
+    const until = performance.now() + 5000;
+    while (
+      (await metric(env.proxy.adminUrl, 'discord_proxy_held_requests')) !== 4 &&
+      performance.now() < until
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(await metric(env.proxy.adminUrl, 'discord_proxy_held_requests')).toBe(4);
+    expect(await metric(env.proxy.adminUrl, 'discord_proxy_held_body_bytes')).toBe(2 * BODY);
+
+    for (const res of await answers) expect(res.status).toBe(200);
+    const arrived = env.fake.received.filter((r) => r.method === 'POST' && r.body.length === BODY);
+    expect(arrived).toHaveLength(4);
+    for (const body of bodies) expect(arrived.some((r) => r.body.equals(body))).toBe(true);
+    expect(env.fake.stats().byStatus['429'] ?? 0).toBe(0);
+    expect(await metric(env.proxy.adminUrl, 'discord_proxy_held_body_bytes')).toBe(0);
+  }, 20_000);
+});
