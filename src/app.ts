@@ -20,11 +20,11 @@ import Fastify, {
 import type { Logger } from 'pino';
 import { InvalidBudget } from './budget.js';
 import type { Config } from './config.js';
-import { HeldBodies } from './held-bodies.js';
 import { classify, normalizeApiPath } from './discord/classify.js';
 import { createIdentifier, createTokenHasher } from './discord/identity.js';
 import type { Identity } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
+import { HeldBodies } from './held-bodies.js';
 import { Scheduler } from './limiter/scheduler.js';
 import type { LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
@@ -151,7 +151,12 @@ export function buildApp(deps: AppDeps): App {
     maxHeldPerIdentity: config.maxHeldPerIdentity,
     onHeldChange: (delta) => metrics.held.inc(delta),
   });
-  const budget = new InvalidBudget(store, metrics, config.invalidRequestBudget);
+  const budget = new InvalidBudget(
+    store,
+    metrics,
+    config.invalidRequestBudget,
+    config.invalidBudgetSoftPercent / 100,
+  );
   const globalLimitFor = (identity: Identity): number =>
     (identity.botId && config.globalRateLimitOverrides.get(identity.botId)) || config.globalRateLimit;
 

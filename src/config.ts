@@ -38,6 +38,8 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** Invalid responses (401, 403, non-shared 429) allowed per 10 minutes for this egress; Discord bans at 10,000. */
   readonly invalidRequestBudget: number;
+  /** Percent of the budget past which only identities with a clean record are served. */
+  readonly invalidBudgetSoftPercent: number;
   readonly revokedTokenTtlMs: number;
   readonly webhookGoneTtlMs: number;
   readonly forbiddenBackoffMs: number;
@@ -80,6 +82,7 @@ export const ENV_DEFAULTS = {
   REQUEST_LOG_LEVEL: 'debug',
   SHUTDOWN_TIMEOUT_MS: '10000',
   INVALID_REQUEST_BUDGET: '5000',
+  INVALID_BUDGET_SOFT_PERCENT: '50',
   REVOKED_TOKEN_TTL_MS: '600000',
   WEBHOOK_GONE_TTL_MS: '600000',
   FORBIDDEN_BACKOFF_MS: '30000',
@@ -173,6 +176,7 @@ export function loadConfig(env: Env): Config {
     requestLogLevel: level('REQUEST_LOG_LEVEL'),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 0, 600_000),
     invalidRequestBudget: int('INVALID_REQUEST_BUDGET', 1, 9_999),
+    invalidBudgetSoftPercent: int('INVALID_BUDGET_SOFT_PERCENT', 1, 100),
     revokedTokenTtlMs: int('REVOKED_TOKEN_TTL_MS', 0, 86_400_000),
     webhookGoneTtlMs: int('WEBHOOK_GONE_TTL_MS', 0, 86_400_000),
     forbiddenBackoffMs: int('FORBIDDEN_BACKOFF_MS', 0, 86_400_000),

@@ -156,6 +156,18 @@ export function createMetrics() {
       help: 'Invalid requests (401, 403, non-shared 429) counted in the current 10-minute window for this egress.',
       registers: [registry],
     }),
+    invalidAnswers: new Counter({
+      name: 'discord_proxy_invalid_answers_total',
+      help: 'Invalid answers (401, 403, non-shared 429) from Discord, by the standing of the identity that drew them: who spends the budget.',
+      labelNames: ['standing'] as const,
+      registers: [registry],
+    }),
+    budgetRefusals: new Counter({
+      name: 'discord_proxy_budget_refusals_total',
+      help: 'Requests refused to protect the invalid-request budget, by the standing of their identity (clean ones only past the hard line).',
+      labelNames: ['standing'] as const,
+      registers: [registry],
+    }),
     invalidBudget: new Gauge({
       name: 'discord_proxy_invalid_request_budget',
       help: 'The configured invalid-request budget per 10 minutes (Discord bans at 10,000).',

@@ -105,12 +105,21 @@ function startHold(
   next: ((held: Admitted | RelayOutcome) => void) | undefined,
 ): void {
   const hold = new Hold(ctx, out, holdMs, upstreamMs, next);
-  if (out.client.gone) hold.go({ kind: 'aborted', holdMs, upstreamMs });
-  else if (ctx.budget.exhausted) hold.go(overBudget(ctx, holdMs, upstreamMs));
-  else {
-    const maxHoldMs = Math.max(1, out.deadline - hold.heldAt);
-    ctx.scheduler.wait(out.admit, hold, { client: out.client, maxHoldMs, front: attempt > 0 });
+  if (out.client.gone) {
+    hold.go({ kind: 'aborted', holdMs, upstreamMs });
+    return;
   }
+  const wait = (allowed: boolean) => {
+    if (!allowed) hold.go(overBudget(ctx, holdMs, upstreamMs));
+    else {
+      const maxHoldMs = Math.max(1, out.deadline - hold.heldAt);
+      ctx.scheduler.wait(out.admit, hold, { client: out.client, maxHoldMs, front: attempt > 0 });
+    }
+  };
+  const allowed = ctx.budget.allows(out.admit.identity);
+  // A promise only past the budget's soft line, for an identity this replica has not seen succeed.
+  if (typeof allowed === 'boolean') wait(allowed);
+  else allowed.then(wait, (error: unknown) => out.client.fail(error));
 }
 
 /** One wait for admission, called back by the scheduler. */
@@ -131,7 +140,7 @@ class Hold implements Waiter {
     const waited = performance.now() - this.heldAt;
     ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
     // Held requests were checked when they arrived; the budget may have filled while they waited.
-    if (ctx.budget.exhausted) {
+    if (!ctx.budget.stillAllows(out.admit.identity)) {
       learn(ctx, out.admit, admission, { unsent: true });
       this.go(overBudget(ctx, this.holdMs + waited, this.upstreamMs));
     } else this.go({ admission, holdMs: this.holdMs + waited });
@@ -243,6 +252,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     }
     if (status !== 429) {
       learn(ctx, out.admit, admission, answerFacts(rl, status, admission), served);
+      if (status < 300) ctx.budget.answered(out.admit.identity, false);
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
         await response.body.dump().catch(() => undefined);
@@ -260,7 +270,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     const waitMs = retryAfterMs(rl, json);
     ctx.metrics.upstream429.inc({ scope: kind === 'route' ? 'user' : (kind as Exclude<ResponseKind, 'ok'>) });
     // Discord does not count shared-scope 429s against the IP (docs/discord-ratelimits.md §4).
-    if (kind !== 'shared') void ctx.budget.record(1);
+    if (kind !== 'shared') ctx.budget.answered(out.admit.identity, true);
     if (kind === 'cloudflare') {
       learn(ctx, out.admit, admission, {}, served);
       const pausedMs = await ctx.store.pauseAll(waitMs ?? ctx.cloudflareCooldownMs);
@@ -415,7 +425,7 @@ function learnInput(admit: AdmitInput, admission: Admission, facts: Facts, servi
  * against the invalid-request budget, and the same request sent again would too.
  */
 function knownBad(ctx: RelayContext, out: Outgoing, status: 401 | 403 | 404, code: number | undefined): void {
-  if (status !== 404) void ctx.budget.record(1);
+  if (status !== 404) ctx.budget.answered(out.admit.identity, true);
   const mark = markFor(status, code, {
     authorized: out.authorized,
     webhook: out.admit.major.startsWith('w:'),

@@ -106,6 +106,22 @@ export class FailoverStore implements LimiterStore {
     }
   }
 
+  async vouch(identity: string): Promise<void> {
+    await this.fallback.vouch(identity);
+    await this.both((store) => store.vouch(identity), 'vouch');
+  }
+
+  async vouched(identity: string): Promise<boolean> {
+    if (await this.fallback.vouched(identity)) return true;
+    if (!this.useShared()) return false;
+    try {
+      return await this.shared.vouched(identity);
+    } catch (error) {
+      this.failed(error);
+      return false;
+    }
+  }
+
   /** Probes Redis right away (used by /readyz so readiness does not wait for traffic). */
   async check(): Promise<boolean> {
     try {

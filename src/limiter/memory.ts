@@ -42,6 +42,8 @@ export class MemoryStore implements LimiterStore {
   private readonly sublimits = new Map<string, number>();
   /** Known-bad marks: key (see markKey) → expiry, and the code of the answer that set it. */
   private readonly marks = new Map<string, { until: number; code: number }>();
+  /** Identities seen succeeding → until when that counts. */
+  private readonly vouches = new Map<string, number>();
   /** Invalid responses per INVALID_SLOT_MS slot, by slot number. */
   private readonly invalidSlots = new Map<number, number>();
   private cloudflareUntil = 0;
@@ -201,6 +203,14 @@ export class MemoryStore implements LimiterStore {
     return total;
   }
 
+  async vouch(identity: string): Promise<void> {
+    this.vouches.set(identity, this.now() + INVALID_WINDOW_MS);
+  }
+
+  async vouched(identity: string): Promise<boolean> {
+    return (this.vouches.get(identity) ?? 0) > this.now();
+  }
+
   async close(): Promise<void> {
     clearInterval(this.sweeper);
   }
@@ -221,6 +231,7 @@ export class MemoryStore implements LimiterStore {
     for (const [key, mark] of this.marks) if (mark.until < cutoff) this.marks.delete(key);
     for (const [key, global] of this.globals) if (global.touched < cutoff) this.globals.delete(key);
     for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
+    for (const [key, until] of this.vouches) if (until < now) this.vouches.delete(key);
   }
 
   private globalFor(identity: string): GlobalWindow {

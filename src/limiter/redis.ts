@@ -8,6 +8,7 @@
  *   P{I}:route:<routeKey>               STRING: bucket hash ("" = not bucketed), PX = keyTtlMs after last learned
  *   P{I}:gslots                         ZSET: the identity's admissions that still count in its global window
  *   P{I}:bucket:<hash>|<major>          HASH: one bucket's state (unknown buckets: <hash> = "unk:<routeKey>")
+ *   P{I}:ok                             STRING, PX: the identity got a success within the invalid window
  *   P{I}:bad                            HASH: known-bad marks (see MarkScope), each "<expiry>:<code>"
  *   Pcloudflare                         STRING, PX = remaining egress-wide Cloudflare pause
  *   Pinvalid                            HASH: invalid responses of this egress per 10 s slot
@@ -236,6 +237,14 @@ export class RedisStore implements LimiterStore {
     return Number(
       await this.scripts.drlpInvalid(`${this.options.prefix}invalid`, count, INVALID_SLOT_MS, slots),
     );
+  }
+
+  async vouch(identity: string): Promise<void> {
+    await this.redis.set(`${this.identityBase(identity)}ok`, '1', 'PX', INVALID_WINDOW_MS);
+  }
+
+  async vouched(identity: string): Promise<boolean> {
+    return (await this.redis.exists(`${this.identityBase(identity)}ok`)) === 1;
   }
 
   async close(): Promise<void> {

@@ -149,6 +149,10 @@ export interface LimiterStore {
    * returns how many the window holds now (all replicas together when shared). `count` 0 only reads.
    */
   countInvalid(count: number): Promise<number>;
+  /** Records that the identity got a successful answer (kept for INVALID_WINDOW_MS), for every replica to see. */
+  vouch(identity: string): Promise<void>;
+  /** Whether any replica vouched for the identity within INVALID_WINDOW_MS. */
+  vouched(identity: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

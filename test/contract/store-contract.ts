@@ -393,6 +393,14 @@ export function storeContract(name: string, make: (options: StoreOptions) => Pro
       expect(await store.admit(req)).toMatchObject({ ok: true });
     });
 
+    it('remembers which identities were seen succeeding', async () => {
+      const identity = `vouch${seq++}`;
+      expect(await store.vouched(identity)).toBe(false);
+      await store.vouch(identity);
+      expect(await store.vouched(identity)).toBe(true);
+      expect(await store.vouched(`${identity}-other`)).toBe(false);
+    });
+
     it('counts invalid responses in a sliding window', async () => {
       const before = await store.countInvalid(0);
       expect(await store.countInvalid(3)).toBe(before + 3);

@@ -207,7 +207,10 @@ describe('the invalid-request budget', () => {
 
   it('refuses everything with its own 429 once the budget is used, and never sends more than it allows', async () => {
     const budget = 5;
-    env = await startEnv({}, { env: { INVALID_REQUEST_BUDGET: String(budget) } });
+    env = await startEnv(
+      {},
+      { env: { INVALID_REQUEST_BUDGET: String(budget), INVALID_BUDGET_SOFT_PERCENT: '100' } },
+    );
     const e = env;
     e.fake.forbid('GET', '/channels/');
     expect(await metric(e.proxy.adminUrl, 'discord_proxy_invalid_request_budget')).toBe(budget);
@@ -255,7 +258,16 @@ describe('the invalid-request budget', () => {
   it('checks the budget again when a held request is released, not only when it arrived', async () => {
     // One request per second: each held request is released after the previous answer was counted.
     const budget = 2;
-    env = await startEnv({}, { env: { INVALID_REQUEST_BUDGET: String(budget), GLOBAL_RATE_LIMIT: '1' } });
+    env = await startEnv(
+      {},
+      {
+        env: {
+          INVALID_REQUEST_BUDGET: String(budget),
+          INVALID_BUDGET_SOFT_PERCENT: '100',
+          GLOBAL_RATE_LIMIT: '1',
+        },
+      },
+    );
     const e = env;
     e.fake.forbid('GET', '/channels/');
     // All four arrive while the budget is untouched; three of them wait for the global limit.
@@ -275,7 +287,10 @@ describe('the invalid-request budget', () => {
   it('bounds a burst in flight by the budget plus the requests that were already on their way', async () => {
     const budget = 5;
     const burst = 10;
-    env = await startEnv({}, { env: { INVALID_REQUEST_BUDGET: String(budget) } });
+    env = await startEnv(
+      {},
+      { env: { INVALID_REQUEST_BUDGET: String(budget), INVALID_BUDGET_SOFT_PERCENT: '100' } },
+    );
     const e = env;
     e.fake.forbid('GET', '/channels/');
     for (let i = 0; i < budget - 2; i++) await e.call('GET', `/api/v10/channels/${id(300 + i)}`);
@@ -295,6 +310,75 @@ describe('the invalid-request budget', () => {
     expect(expectGenerated(after, 429).code).toBe(990008);
     expect(e.fake.received).toHaveLength(budget - 2 + results.filter((r) => r.status === 403).length);
   });
+
+  it('keeps serving a clean token past the soft line while a broken worker spends the budget with junk tokens', async () => {
+    const budget = 20;
+    env = await startEnv({}, { env: { INVALID_REQUEST_BUDGET: String(budget) } });
+    const e = env;
+    for (let i = 0; i < 3; i++)
+      expectFromDiscord(await e.call('GET', `/api/v10/channels/${id(700 + i)}`), 200);
+    // Every junk token is a new identity with its own 401.
+    const junk = Array.from({ length: 40 }, (_, i) => `Bot junk.token.${i}`);
+    for (const token of junk) e.fake.revokeToken(token);
+    const junkResults = [];
+    for (const token of junk) junkResults.push(await e.call('GET', '/api/v10/users/@me', { auth: token }));
+    // Up to the soft line (half the budget) they reach Discord; then the proxy refuses them itself.
+    expect(e.fake.stats().invalid).toBe(budget / 2);
+    expect(junkResults.filter((r) => r.status === 401)).toHaveLength(budget / 2);
+    for (const res of junkResults.slice(budget / 2)) expect(expectGenerated(res, 429).code).toBe(990008);
+    // The clean token is still served, and the budget is still half free.
+    for (let i = 0; i < 10; i++)
+      expectFromDiscord(await e.call('GET', `/api/v10/channels/${id(710 + i)}`), 200);
+    expect(e.fake.stats().invalid).toBe(budget / 2);
+    expect(await metric(e.proxy.adminUrl, 'discord_proxy_budget_refusals_total', 'standing="unproven"')).toBe(
+      30,
+    );
+    expect(await metric(e.proxy.adminUrl, 'discord_proxy_invalid_answers_total', 'standing="unproven"')).toBe(
+      budget / 2,
+    );
+  });
+
+  it('shares what a success proves between replicas on one Redis, past the soft line', async () => {
+    const budget = 10;
+    env = await startEnv(
+      {},
+      {
+        env: {
+          REDIS_URL: inject('redisUrl'),
+          REDIS_KEY_PREFIX: `budget${process.pid}-${prefixSeq++}:`,
+          INVALID_REQUEST_BUDGET: String(budget),
+        },
+      },
+    );
+    const e = env;
+    const other = await startProxy(e.fake.url, {
+      env: { ...sharedEnv(e), INVALID_REQUEST_BUDGET: String(budget) },
+    });
+    const otherClient = clientFor(other.url);
+    try {
+      expectFromDiscord(await e.call('GET', `/api/v10/channels/${id(800)}`), 200);
+      const junk = Array.from({ length: budget / 2 }, (_, i) => `Bot shared.junk.${i}`);
+      for (const token of junk) e.fake.revokeToken(token);
+      for (const token of junk)
+        expectFromDiscord(await e.call('GET', '/api/v10/users/@me', { auth: token }), 401);
+      // The other replica never saw BOT_A succeed: Redis tells it. A junk token it never saw is refused.
+      // Its budget refresh (every 5 s) reads the shared count.
+      const until = performance.now() + 12_000;
+      while (
+        (await metric(other.adminUrl, 'discord_proxy_invalid_requests_window')) !== budget / 2 &&
+        performance.now() < until
+      ) {
+        await sleep(100);
+      }
+      expectFromDiscord(await otherClient.call('GET', `/api/v10/channels/${id(801)}`), 200);
+      const fresh = await otherClient.call('GET', '/api/v10/users/@me', { auth: 'Bot never.seen.before' });
+      expect(expectGenerated(fresh, 429).code).toBe(990008);
+      expect(e.fake.stats().invalid).toBe(budget / 2);
+    } finally {
+      await other.close();
+      await otherClient.client.close();
+    }
+  }, 20_000);
 
   it('counts a user-scope 429 and then refuses the retry it would have made', async () => {
     env = await startEnv(
