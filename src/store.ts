@@ -58,6 +58,7 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
       );
   // ioredis reports connection trouble as events; the failover already reacts to the failed calls.
   client.on('error', (error: Error) => log.debug({ err: error.message }, 'redis connection error'));
+  client.once('ready', () => void checkEviction(client, log));
   const shared = new RedisStore(client, {
     ...storeOptions(config),
     prefix: config.redisKeyPrefix,
@@ -80,4 +81,30 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
     onLatency: (op, seconds) => metrics.redisLatency.observe({ op }, seconds),
   });
   return { store, mode: 'redis', check: () => store.check() };
+}
+
+/**
+ * Every key the proxy writes expires by itself, so an eviction policy that picks among keys with a TTL (or any
+ * key) would silently drop pauses, global windows and the invalid-request count under memory pressure: 429s, or
+ * a budget that forgets what it spent. Redis with a memory limit must be set to `noeviction` (writes then fail,
+ * and the failover decides locally, which is loud). Managed services that hide CONFIG are trusted.
+ */
+export async function checkEviction(client: Redis | Cluster, log: Logger): Promise<string | null> {
+  try {
+    const [, maxmemory] = (await client.config('GET', 'maxmemory')) as string[];
+    const [, policy] = (await client.config('GET', 'maxmemory-policy')) as string[];
+    if (Number(maxmemory) > 0 && policy !== 'noeviction') {
+      log.warn(
+        { maxmemory: Number(maxmemory), policy },
+        "Redis may evict the proxy's keys under memory pressure (maxmemory-policy is not noeviction): rate-limit state could be lost",
+      );
+      return policy ?? null;
+    }
+  } catch (error) {
+    log.debug(
+      { err: error instanceof Error ? error.message : String(error) },
+      'could not read the Redis eviction policy',
+    );
+  }
+  return null;
 }

@@ -44,15 +44,13 @@ export class UpstreamError extends Error {
   }
 }
 
-const CONNECT_CODES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_CONNECT',
-]);
+/** Failures that can only happen before a connection exists: name resolution and undici's connect phase. */
+const CONNECT_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_CONNECT']);
+/**
+ * Failures the OS reports for connect() and for reads and writes on an established socket alike (a route to
+ * Discord lost mid-request is EHOSTUNREACH on read): only the connect syscall proves Discord never saw the request.
+ */
+const CONNECT_SYSCALL_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH']);
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 
 export function failureKind(error: unknown): UpstreamFailureKind {
@@ -60,6 +58,9 @@ export function failureKind(error: unknown): UpstreamFailureKind {
   const name = (error as { name?: string } | undefined)?.name ?? '';
   if (code === 'UND_ERR_ABORTED' || name === 'AbortError') return 'aborted';
   if (CONNECT_CODES.has(code)) return 'connect';
+  if (CONNECT_SYSCALL_CODES.has(code)) {
+    return (error as { syscall?: string }).syscall === 'connect' ? 'connect' : 'socket';
+  }
   if (TIMEOUT_CODES.has(code)) return 'timeout';
   const cause = (error as { cause?: unknown } | undefined)?.cause;
   if (cause && cause !== error) {

@@ -26,6 +26,8 @@ export class FailoverStore implements LimiterStore {
   private local = false;
   private retryAt = 0;
   private localSince = 0;
+  /** Some admissions were decided locally, so the shared window may not know of all that count. */
+  private decidedLocally = false;
 
   constructor(
     private readonly shared: LimiterStore,
@@ -42,7 +44,12 @@ export class FailoverStore implements LimiterStore {
     if (this.useShared()) {
       const started = performance.now();
       try {
-        const result = await this.shared.admit(input);
+        const limited = this.afterOutage(input);
+        if (limited === null) {
+          const waitMs = Math.max(1, this.fallback.globalWait(input.identity, input.globalLimit));
+          return { ok: false, reason: 'global', waitMs };
+        }
+        const result = await this.shared.admit(limited);
         this.options.onLatency?.('admit', (performance.now() - started) / 1000);
         this.recovered();
         return result;
@@ -56,7 +63,21 @@ export class FailoverStore implements LimiterStore {
     const unknownFor = this.localSince + this.options.globalWindowMs - performance.now();
     if (unknownFor > 0) return { ok: false, reason: 'global', waitMs: unknownFor };
     const share = Math.max(1, Math.floor(input.globalLimit / this.options.fallbackReplicas));
+    this.decidedLocally = true;
     return this.fallback.admitNow({ ...input, globalLimit: share });
+  }
+
+  /**
+   * Back on Redis after deciding locally: the shared window never saw this replica's local admissions, which
+   * still count at Discord until a window after their answers. Until they have left, the shared window is asked
+   * for that much less; null when they alone fill the window (a limit of 0 would read as exempt).
+   */
+  private afterOutage(input: AdmitInput): AdmitInput | null {
+    if (!this.decidedLocally || input.globalLimit === 0) return input;
+    const unseen = this.fallback.globalInUse(input.identity);
+    if (unseen === 0) return input;
+    const left = input.globalLimit - unseen;
+    return left > 0 ? { ...input, globalLimit: left } : null;
   }
 
   async learn(input: LearnInput): Promise<void> {

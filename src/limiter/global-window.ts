@@ -29,6 +29,12 @@ export class GlobalWindow {
     return answered.length > 0 ? Math.min(answered[0]! - now, windowMs) : windowMs;
   }
 
+  /** How many admissions count now. */
+  count(now: number): number {
+    while (this.answered.length > 0 && this.answered[0]! <= now) popMin(this.answered);
+    return this.inflight.size + this.answered.length;
+  }
+
   take(slot: string, timeoutAt: number): void {
     this.inflight.set(slot, timeoutAt);
   }

@@ -203,6 +203,16 @@ export class MemoryStore implements LimiterStore {
     return total;
   }
 
+  /** Admissions of the identity that still count in its global window here. */
+  globalInUse(identity: string): number {
+    return this.globals.get(identity)?.count(this.now()) ?? 0;
+  }
+
+  /** How long until fewer than `limit` admissions of the identity count here, ms. */
+  globalWait(identity: string, limit: number): number {
+    return this.globals.get(identity)?.wait(limit, this.now(), this.windowMs()) ?? 0;
+  }
+
   async vouch(identity: string): Promise<void> {
     this.vouches.set(identity, this.now() + INVALID_WINDOW_MS);
   }
