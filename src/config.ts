@@ -14,6 +14,8 @@ export interface Config {
   readonly redisKeyPrefix: string;
   /** While Redis is unreachable each replica uses this share of the global limit: limit / this. */
   readonly redisFallbackReplicas: number;
+  /** Most requests of one identity sent to Redis in one script call (1: one call per request). */
+  readonly redisBatchMax: number;
   readonly globalRateLimit: number;
   readonly globalRateLimitOverrides: ReadonlyMap<string, number>;
   /** Added to the 1000 ms global window so jitter between here and Discord cannot squeeze 51 into a second. */
@@ -63,6 +65,7 @@ export const ENV_DEFAULTS = {
   REDIS_CLUSTER_NODES: '',
   REDIS_KEY_PREFIX: 'drlp:',
   REDIS_FALLBACK_REPLICAS: '3',
+  REDIS_BATCH_MAX: '64',
   GLOBAL_RATE_LIMIT: '50',
   GLOBAL_RATE_LIMIT_OVERRIDES: '',
   GLOBAL_WINDOW_MARGIN_MS: '20',
@@ -157,6 +160,7 @@ export function loadConfig(env: Env): Config {
     redisClusterNodes: parseClusterNodes(raw('REDIS_CLUSTER_NODES'), problems),
     redisKeyPrefix: raw('REDIS_KEY_PREFIX'),
     redisFallbackReplicas: int('REDIS_FALLBACK_REPLICAS', 1, 1000),
+    redisBatchMax: int('REDIS_BATCH_MAX', 1, 1000),
     globalRateLimit: int('GLOBAL_RATE_LIMIT', 1, 100_000),
     globalRateLimitOverrides: parseOverrides(raw('GLOBAL_RATE_LIMIT_OVERRIDES'), problems),
     globalWindowMarginMs: int('GLOBAL_WINDOW_MARGIN_MS', 0, 1000),

@@ -63,6 +63,7 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
     ...storeOptions(config),
     prefix: config.redisKeyPrefix,
     ownsClient: true,
+    batchMax: config.redisBatchMax,
   });
   const store = new FailoverStore(shared, local, {
     fallbackReplicas: config.redisFallbackReplicas,

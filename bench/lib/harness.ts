@@ -283,11 +283,14 @@ export class Harness {
         const p = await this.proxy('proxy-memory', upstream, global);
         return make([p], [p.admin]);
       }
-      case 'proxy-redis': {
+      case 'proxy-redis':
+      case 'proxy-redis-unbatched': {
         const { url } = await this.redis();
+        // Unbatched: one script call per request, as before batching, for comparison in the same run.
+        const batch = kind === 'proxy-redis' ? {} : { REDIS_BATCH_MAX: '1' };
         const started = await Promise.all(
           Array.from({ length: replicas }, (_, i) =>
-            this.proxy(`proxy-redis-${i + 1}`, upstream, { ...global, REDIS_URL: url }),
+            this.proxy(`${kind}-${i + 1}`, upstream, { ...global, ...batch, REDIS_URL: url }),
           ),
         );
         return make(

@@ -4,7 +4,7 @@
  * An admission counts while in flight (its request may still be on its way to Discord) and, once answered, until
  * a window after it reached Discord at the latest (docs/discord-ratelimits.md §6.1). A request may go while fewer
  * than `limit` count, so it cannot reach Discord within a window of the arrival of `limit` others, however long any
- * of them spent in transit. The Redis scripts keep the same window in a sorted set (lua/admit-5.lua).
+ * of them spent in transit. The Redis scripts keep the same window in a sorted set (lua/admit.lua).
  *
  * Kept as a map of the requests in flight and a min-heap of when answered ones stop counting, so an admission costs
  * O(log n) even with a large bot's limit of thousands per second.

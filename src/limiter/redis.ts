@@ -20,6 +20,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
+import { Batcher } from './batch.js';
 import {
   type AdmitInput,
   type AdmitResult,
@@ -51,12 +52,14 @@ export interface RedisStoreOptions extends StoreOptions {
   readonly cloudflarePollMs?: number;
   /** close() quits the client (default false: whoever created a shared client closes it). */
   readonly ownsClient?: boolean;
+  /** Most requests of one identity per script call (default 64; 1 sends each request on its own). */
+  readonly batchMax?: number;
 }
 
 const DEFAULT_KEY_TTL_MS = 10 * 60_000;
 const DEFAULT_CLOUDFLARE_POLL_MS = 500;
 
-/** The scripts' reason codes, in order from 1 (lua/admit-5.lua). */
+/** The scripts' reason codes, in order from 1 (lua/admit.lua). */
 const REASONS: readonly WaitReason[] = [
   'bucket',
   'probe',
@@ -68,7 +71,7 @@ const REASONS: readonly WaitReason[] = [
   'gone',
   'forbidden',
 ];
-/** Fields of the known-bad marks hash, by scope (lua/admit-5.lua). */
+/** Fields of the known-bad marks hash, by scope (lua/admit.lua). */
 const MARK_FIELD: Record<MarkScope, (at: MarkAt) => string> = {
   revoked: () => 'r',
   unauthorized: (at) => `u:${at.routeKey}`,
@@ -86,14 +89,16 @@ interface ScriptCommands {
   drlpInvalid(key: string, add: number, slotMs: number, slots: number): Promise<unknown>;
 }
 
-function script(file: string): { lua: string; numberOfKeys: number } {
-  const numberOfKeys = Number(/-(\d+)\.lua$/.exec(file)?.[1]);
-  return { lua: readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8'), numberOfKeys };
+function script(file: string): { lua: string; numberOfKeys?: number } {
+  const lua = readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8');
+  const keys = /-(\d+)\.lua$/.exec(file)?.[1];
+  return keys === undefined ? { lua } : { lua, numberOfKeys: Number(keys) };
 }
 
 const SCRIPTS = {
-  drlpAdmit: script('admit-5.lua'),
-  drlpLearn: script('learn-5.lua'),
+  // numkeys is passed with each call: one call carries as many requests as arrived together.
+  drlpAdmit: script('admit.lua'),
+  drlpLearn: script('learn.lua'),
   drlpPause: script('pause-1.lua'),
   drlpMark: script('mark-1.lua'),
   drlpInvalid: script('invalid-1.lua'),
@@ -130,6 +135,8 @@ export class RedisStore implements LimiterStore {
    */
   private cloudflareUntil = 0;
   private polling = false;
+  private readonly admits: Batcher<AdmitInput, AdmitResult>;
+  private readonly learns: Batcher<LearnInput, true>;
   private readonly poller: NodeJS.Timeout | undefined;
 
   constructor(
@@ -141,6 +148,9 @@ export class RedisStore implements LimiterStore {
     if (clientKeyPrefix(redis) !== '')
       throw new Error('RedisStore needs a client without keyPrefix; use options.prefix');
     this.scripts = registerScripts(redis);
+    const batchMax = options.batchMax ?? 64;
+    this.admits = new Batcher((identity, inputs) => this.admitBatch(identity, inputs), batchMax);
+    this.learns = new Batcher((identity, inputs) => this.learnBatch(identity, inputs), batchMax);
     this.prefix = options.prefix;
     this.keyTtlMs = Math.ceil(options.keyTtlMs ?? DEFAULT_KEY_TTL_MS);
     if (!(this.keyTtlMs > 0)) throw new Error('RedisStore keyTtlMs must be a positive number of ms');
@@ -157,59 +167,69 @@ export class RedisStore implements LimiterStore {
   async admit(input: AdmitInput): Promise<AdmitResult> {
     const cloudflareMs = this.cloudflareUntil - performance.now();
     if (cloudflareMs > 0) return { ok: false, reason: 'cloudflare', waitMs: cloudflareMs };
-    const base = this.identityBase(input.identity);
-    const reply = await this.scripts.drlpAdmit(
-      `${base}pause`,
-      `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
-      `${base}route:${input.routeKey}`,
-      `${base}gslots`,
-      `${base}bad`,
+    return this.admits.add(input.identity, input);
+  }
+
+  /** One admit script run for every request of one identity that asked in the same turn (lua/admit.lua). */
+  private async admitBatch(identity: string, inputs: readonly AdmitInput[]): Promise<AdmitResult[]> {
+    const base = this.identityBase(identity);
+    const keys: string[] = [`${base}pause`, `${base}gslots`, `${base}bad`];
+    const args: Arg[] = [
       `${base}bucket:`,
-      input.routeKey,
-      input.major,
-      input.globalLimit,
       this.windowMs,
       this.options.probeTimeoutMs,
       this.keyTtlMs,
       PROBE_POLL_MS,
       STALLED_WINDOW_MS,
-      input.target ?? '',
-    );
-    return admitResult(input.identity, reply);
+    ];
+    for (const input of inputs) {
+      keys.push(
+        `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
+        `${base}route:${input.routeKey}`,
+      );
+      args.push(input.routeKey, input.major, input.globalLimit, input.target ?? '');
+    }
+    const replies = await this.scripts.drlpAdmit(keys.length, ...keys, ...args);
+    if (!Array.isArray(replies) || replies.length !== inputs.length)
+      throw new Error('unexpected reply from the admit script');
+    return replies.map((reply) => admitResult(identity, reply));
   }
 
   async learn(input: LearnInput): Promise<void> {
-    const base = this.identityBase(input.identity);
-    const route = `${base}route:${input.routeKey}`;
-    const admitted = this.bucketKey(input.identity, input.bucket);
-    const target = input.hash ? `${base}bucket:${input.hash}|${input.major}` : admitted;
-    const sublimit = input.sublimitDelay
-      ? `${base}sub:${input.routeKey}|${input.major}|${input.sublimitDelay.tag}`
-      : route;
-    await this.scripts.drlpLearn(
-      route,
-      admitted ?? route,
-      target ?? route,
-      sublimit,
-      `${base}gslots`,
-      input.hash ? 'h' : input.limitedWithoutHeaders ? '!' : input.unbucketed ? 'u' : '',
-      input.hash || '',
-      admitted ? (input.probe ? 'p' : 'c') : '',
-      target ? (target === admitted && !input.probe ? 's' : 'o') : '',
-      fact(input.sublimitDelay?.ms),
-      fact(input.limit),
-      fact(input.remaining),
-      fact(input.resetAfterMs),
-      fact(input.blockMs),
-      this.options.resetMarginMs,
-      input.window ?? 0,
-      this.keyTtlMs,
-      this.keyTtlMs,
-      this.windowMs,
-      input.slot ?? '',
-      input.unsent ? '1' : '',
-      input.serviceMs ?? 0,
-    );
+    await this.learns.add(input.identity, input);
+  }
+
+  /** One learn script run for every answer of one identity that came back in the same turn (lua/learn.lua). */
+  private async learnBatch(identity: string, inputs: readonly LearnInput[]): Promise<true[]> {
+    const base = this.identityBase(identity);
+    const keys: string[] = [`${base}gslots`];
+    const args: Arg[] = [this.options.resetMarginMs, this.keyTtlMs, this.keyTtlMs, this.windowMs];
+    for (const input of inputs) {
+      const route = `${base}route:${input.routeKey}`;
+      const admitted = this.bucketKey(identity, input.bucket);
+      const target = input.hash ? `${base}bucket:${input.hash}|${input.major}` : admitted;
+      const sublimit = input.sublimitDelay
+        ? `${base}sub:${input.routeKey}|${input.major}|${input.sublimitDelay.tag}`
+        : route;
+      keys.push(route, admitted ?? route, target ?? route, sublimit);
+      args.push(
+        input.hash ? 'h' : input.limitedWithoutHeaders ? '!' : input.unbucketed ? 'u' : '',
+        input.hash || '',
+        admitted ? (input.probe ? 'p' : 'c') : '',
+        target ? (target === admitted && !input.probe ? 's' : 'o') : '',
+        fact(input.sublimitDelay?.ms),
+        fact(input.limit),
+        fact(input.remaining),
+        fact(input.resetAfterMs),
+        fact(input.blockMs),
+        input.window ?? 0,
+        input.slot ?? '',
+        input.unsent ? '1' : '',
+        input.serviceMs ?? 0,
+      );
+    }
+    await this.scripts.drlpLearn(keys.length, ...keys, ...args);
+    return inputs.map(() => true);
   }
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {

@@ -2,7 +2,7 @@
   Marks requests as known to fail until an expiry (Redis time), so every replica answers them itself.
 
   Input:
-    KEYS[1]  known-bad marks     HASH: field -> "<expiry ms>:<code>" (see admit-5.lua for the fields)
+    KEYS[1]  known-bad marks     HASH: field -> "<expiry ms>:<code>" (see admit.lua for the fields)
     ARGV[1]  field
     ARGV[2]  duration, ms
     ARGV[3]  the code of Discord's answer, repeated by the proxy's own answers

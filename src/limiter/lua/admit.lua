@@ -1,0 +1,174 @@
+--[[
+  Decides whether requests may go now, and takes their slots if so: identity pause, marks, sublimit, bucket, global
+  window, in that order, exactly as MemoryStore.admitNow does (bucket-rules.ts checkBucket / takeBucket), for each
+  request of one identity in turn. Requests that arrive together go to Redis as one call (redis.ts batches them
+  per identity), so a hot token costs one script run per batch instead of one per request. The Cloudflare pause is
+  checked in process before this script runs (see redis.ts).
+
+  Input (numkeys = 3 + 2 x n for n requests; every key carries the identity's hash tag, so one slot):
+    KEYS[1]  identity pause      STRING, PTTL = remaining pause
+    KEYS[2]  global window       ZSET: the identity's admissions that still count, slot id -> when they stop
+                                 counting (ms): a window past their answer; while in flight, a timeout past it
+    KEYS[3]  known-bad marks     HASH: field -> "<expiry ms, Redis time>:<Discord's code>" (see mark-1.lua):
+                                 "r" the token is revoked, "u:<routeKey>" the route needs a token, "g:<major>"
+                                 the webhook is gone, "c:<major>" the channel or guild is closed to the token,
+                                 "f:<routeKey>|<major>|<target>" this exact target is forbidden
+    then for each request i (from 0):
+    KEYS[4 + 2i]  sublimit       STRING, PTTL = remaining delay for this route, major parameter and tag
+    KEYS[5 + 2i]  route -> hash  STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
+                                 limited without rate-limit headers (admitted as an unknown bucket)
+
+    ARGV[1]  bucket key base     e.g. "drlp:{identity}:bucket:"; the bucket key is this plus
+                                 "<hash or unk:routeKey>|<major>". It depends on the route's hash, so it cannot be
+                                 declared, but it carries the same {identity} hash tag and lives in the same slot.
+    ARGV[2]  global window length, ms (1000 + margin)
+    ARGV[3]  in-flight timeout, ms: how long an unanswered probe, bucket slot or global slot keeps counting
+    ARGV[4]  idle lifetime of a bucket after its last reset/block/probe, ms
+    ARGV[5]  PROBE_POLL_MS
+    ARGV[6]  STALLED_WINDOW_MS
+    then for each request i:
+    ARGV[7 + 4i]   routeKey
+    ARGV[8 + 4i]   major
+    ARGV[9 + 4i]   global limit (requests per window; 0 = exempt)
+    ARGV[10 + 4i]  target: the ids of the path past its major parameter
+
+  Output: one reply per request, in order:
+    {1, bucketSuffix, probe, window, slot}
+                              admitted; bucketSuffix is "<hash or unk:routeKey>|<major>" or "" (not bucketed),
+                              probe is 1 when this request finds out an unknown bucket's limits, window the
+                              bucket's local window it was counted in, slot its global slot id ("" if exempt)
+    {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused,
+                              7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs,
+                              and a fourth element, the code of Discord's answer that set the mark);
+                              waitMs rounded up so nobody is woken early
+]]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local pauseKey, gslotsKey, badKey = KEYS[1], KEYS[2], KEYS[3]
+local base, windowMs, timeoutArg, idleMs = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local probePoll, stalledArg = tonumber(ARGV[5]), ARGV[6]
+
+local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target)
+  local globalLimit = tonumber(globalLimitArg)
+
+  -- In the order of MARK_SCOPES (types.ts), each with its wait reason.
+  local marks = redis.call('HMGET', badKey, 'r', 'u:' .. routeKey, 'g:' .. major, 'c:' .. major,
+    'f:' .. routeKey .. '|' .. major .. '|' .. target)
+  local markReasons = {7, 7, 8, 9, 9}
+  for i = 1, 5 do
+    if marks[i] then
+      local expires, code = string.match(marks[i], '^([^:]+):(%d+)$')
+      expires = tonumber(expires)
+      if expires and expires > now then return {0, markReasons[i], math.ceil(expires - now), tonumber(code)} end
+    end
+  end
+
+  if globalLimit > 0 then
+    local paused = redis.call('PTTL', pauseKey)
+    if paused > 0 then return {0, 6, paused} end
+  end
+  local sublimited = redis.call('PTTL', subKey)
+  if sublimited > 0 then return {0, 4, sublimited} end
+
+  local timeout = tonumber(timeoutArg)
+  local stalledMs = tonumber(stalledArg)
+  local hash = redis.call('GET', routeKeyName)
+  local suffix = ''
+  local bucketKey = nil
+  local s = nil
+  local inflight = 0
+  local over = false
+  if hash ~= '' then
+    if not hash or hash == '!' then hash = 'unk:' .. routeKey end
+    suffix = hash .. '|' .. major
+    bucketKey = base .. suffix
+    local f = redis.call('HMGET', bucketKey, 'l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u')
+    s = {
+      l = tonumber(f[1]),
+      r = tonumber(f[2]) or 0,
+      t = tonumber(f[3]) or 0,
+      f = f[4] == '1',
+      b = tonumber(f[5]) or 0,
+      p = tonumber(f[6]) or 0,
+      w = tonumber(f[7]) or 0,
+      i = tonumber(f[8]) or 0,
+      u = tonumber(f[9]) or 0,
+    }
+    if now < s.u then inflight = s.i end
+
+    -- checkBucket
+    if s.b > now then return {0, 3, math.ceil(s.b - now)} end
+    if s.l == nil then
+      if s.p > now then return {0, 2, math.ceil(math.min(probePoll, s.p - now))} end
+      -- The hash is known (another major parameter taught it) but this bucket has no state yet: if this major
+      -- parameter's probe from before the hash was known is still out, it answers first (memory.ts probeBeforeHash).
+      if string.sub(hash, 1, 4) ~= 'unk:' then
+        local early = tonumber(redis.call('HGET', base .. 'unk:' .. routeKey .. '|' .. major, 'p'))
+        if early and early > now then return {0, 2, math.ceil(math.min(probePoll, early - now))} end
+      end
+    else
+      if s.f then
+        over = s.r <= 0 and inflight == 0 and now >= s.t + stalledMs
+      else
+        over = now >= s.t
+      end
+      local left = s.r
+      if over then left = s.l - inflight end
+      if left <= 0 then
+        if not s.f and not over then return {0, 1, math.ceil(s.t - now)} end
+        -- Waiting for answers of the new window, or of the old one still in flight (bucket-rules.ts checkBucket).
+        local stalledAt = s.u
+        if s.f and inflight == 0 then stalledAt = s.t + stalledMs end
+        return {0, 1, math.max(1, math.ceil(math.min(probePoll, stalledAt - now)))}
+      end
+    end
+  end
+
+  local slot = ''
+  if globalLimit > 0 then
+    redis.call('ZREMRANGEBYSCORE', gslotsKey, '-inf', now)
+    if redis.call('ZCARD', gslotsKey) >= globalLimit then
+      -- Still in flight, the soonest slot's end is unknown but at least a window away (memory.ts globalWait).
+      local soonest = redis.call('ZRANGE', gslotsKey, 0, 0, 'WITHSCORES')
+      return {0, 5, math.ceil(math.min(tonumber(soonest[2]) - now, tonumber(windowMs)))}
+    end
+    slot = string.format('%.3f', now)
+    while redis.call('ZSCORE', gslotsKey, slot) do slot = slot .. '+' end
+    local untilMs = now + timeout + tonumber(windowMs)
+    redis.call('ZADD', gslotsKey, untilMs, slot)
+    redis.call('PEXPIRE', gslotsKey, math.ceil(untilMs - now))
+  end
+
+  -- Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
+  local probe = 0
+  local window = 0
+  if bucketKey then
+    -- takeBucket
+    if s.l == nil then
+      s.p = now + timeout
+      probe = 1
+    else
+      if over then
+        s.w, s.f, s.t, s.r = s.w + 1, true, now, s.l - inflight
+      end
+      s.r = s.r - 1
+      s.i, s.u = inflight + 1, now + timeout
+    end
+    window = s.w
+    local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p, 'w', s.w, 'i', s.i, 'u', s.u}
+    if s.l ~= nil then
+      table.insert(fields, 'l')
+      table.insert(fields, s.l)
+    end
+    redis.call('HSET', bucketKey, unpack(fields))
+    redis.call('PEXPIRE', bucketKey, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + tonumber(idleMs)))
+  end
+  return {1, suffix, probe, window, slot}
+end
+
+local replies = {}
+for i = 0, (#KEYS - 3) / 2 - 1 do
+  replies[i + 1] = admit(KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i], ARGV[9 + 4 * i],
+    ARGV[10 + 4 * i])
+end
+return replies
