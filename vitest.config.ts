@@ -11,6 +11,16 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
+    // Measured with --coverage (npm test passes it): code run in the test processes only, so a proxy started as its
+    // own process counts nothing. The thresholds sit a few points under what the whole suite reaches, to catch
+    // a change that leaves code untested without failing on noise.
+    coverage: {
+      provider: 'v8',
+      include: ['src/**/*.ts'],
+      reporter: ['text-summary', 'json-summary'],
+      // What the whole suite reached when these were set: statements 89.4, branches 88.7, functions 86.6, lines 90.9.
+      thresholds: { statements: 86, branches: 85, functions: 83, lines: 87 },
+    },
     projects: [
       {
         extends: true,
