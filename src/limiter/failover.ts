@@ -8,6 +8,7 @@
  * Every `recoveryIntervalMs` one call is tried against Redis again; the first success switches back.
  * The in-process store learns from every response in both modes, so it is warm when it is needed.
  */
+import { type Clock, realClock } from './clock.js';
 import type { MemoryStore } from './memory.js';
 import type { AdmitInput, AdmitResult, LearnInput, LimiterStore, MarkAt, MarkScope } from './types.js';
 
@@ -33,6 +34,8 @@ export class FailoverStore implements LimiterStore {
     private readonly shared: LimiterStore,
     private readonly fallback: MemoryStore,
     private readonly options: FailoverOptions,
+    /** Decides when the local window is known and when Redis is tried again; also times the calls. */
+    private readonly clock: Pick<Clock, 'now'> = realClock,
   ) {}
 
   /** Whether decisions are currently made by the shared store. */
@@ -42,7 +45,7 @@ export class FailoverStore implements LimiterStore {
 
   async admit(input: AdmitInput): Promise<AdmitResult> {
     if (this.useShared()) {
-      const started = performance.now();
+      const started = this.clock.now();
       try {
         const limited = this.afterOutage(input);
         if (limited === null) {
@@ -50,7 +53,7 @@ export class FailoverStore implements LimiterStore {
           return { ok: false, reason: 'global', waitMs };
         }
         const result = await this.shared.admit(limited);
-        this.options.onLatency?.('admit', (performance.now() - started) / 1000);
+        this.options.onLatency?.('admit', (this.clock.now() - started) / 1000);
         this.recovered();
         return result;
       } catch (error) {
@@ -60,7 +63,7 @@ export class FailoverStore implements LimiterStore {
     if (input.globalLimit === 0) return this.fallback.admitNow(input);
     // The local window knows nothing of what the shared one admitted before Redis failed; until one full window
     // has passed, assume it was full.
-    const unknownFor = this.localSince + this.options.globalWindowMs - performance.now();
+    const unknownFor = this.localSince + this.options.globalWindowMs - this.clock.now();
     if (unknownFor > 0) return { ok: false, reason: 'global', waitMs: unknownFor };
     const share = Math.max(1, Math.floor(input.globalLimit / this.options.fallbackReplicas));
     this.decidedLocally = true;
@@ -161,7 +164,7 @@ export class FailoverStore implements LimiterStore {
 
   private useShared(): boolean {
     if (!this.local) return true;
-    const now = performance.now();
+    const now = this.clock.now();
     if (now < this.retryAt) return false;
     // One request per interval finds out whether Redis is back; the others keep going locally meanwhile.
     this.retryAt = now + this.options.recoveryIntervalMs;
@@ -171,10 +174,10 @@ export class FailoverStore implements LimiterStore {
   /** Writes to the shared store when it is in use; a failure switches to local mode and is not rethrown. */
   private async both(write: (store: LimiterStore) => Promise<void>, op: string): Promise<void> {
     if (!this.useShared()) return;
-    const started = performance.now();
+    const started = this.clock.now();
     try {
       await write(this.shared);
-      this.options.onLatency?.(op, (performance.now() - started) / 1000);
+      this.options.onLatency?.(op, (this.clock.now() - started) / 1000);
       this.recovered();
     } catch (error) {
       this.failed(error);
@@ -183,10 +186,10 @@ export class FailoverStore implements LimiterStore {
 
   private failed(error: unknown): void {
     this.options.onError?.(error);
-    this.retryAt = performance.now() + this.options.recoveryIntervalMs;
+    this.retryAt = this.clock.now() + this.options.recoveryIntervalMs;
     if (!this.local) {
       this.local = true;
-      this.localSince = performance.now();
+      this.localSince = this.clock.now();
       this.options.onModeChange?.('local', error);
     }
   }

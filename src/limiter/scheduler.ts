@@ -6,6 +6,7 @@
  * identity's global window (or a global pause) wait in that identity's gate, which wakes them one at a time, so a
  * saturated token costs about one store call per admitted request however many channels are waiting.
  */
+import { type Clock, realClock, type Timer } from './clock.js';
 import { type AdmitInput, type AdmitResult, KNOWN_BAD, type LimiterStore, type WaitReason } from './types.js';
 
 export type Admission = Extract<AdmitResult, { ok: true }>;
@@ -116,7 +117,7 @@ interface Queue {
   /** Tickets that ended while queued (aborted, timed out) since the last sweep; some may still be in items. */
   dead: number;
   running: boolean;
-  timer?: NodeJS.Timeout | undefined;
+  timer?: Timer | undefined;
   /** Currently parked in its identity's gate. */
   gated: boolean;
   /** Running because the gate woke it: the gate's next queue goes when this one stops. */
@@ -125,7 +126,7 @@ interface Queue {
 
 interface Gate {
   readonly waiting: Queue[];
-  timer?: NodeJS.Timeout | undefined;
+  timer?: Timer | undefined;
   /** A queue woken by the gate is still running; the next one goes when it stops. */
   active: boolean;
 }
@@ -146,13 +147,16 @@ export class Scheduler {
   private readonly heldBy = new Map<string, number>();
   /** Fast-path asks in flight, per queue key. */
   private readonly asking = new Map<string, number>();
-  private readonly deadlines = new DeadlineHeap();
+  private readonly deadlines: DeadlineHeap;
   private closing = false;
 
   constructor(
     private readonly store: LimiterStore,
     private readonly options: SchedulerOptions,
-  ) {}
+    private readonly clock: Clock = realClock,
+  ) {
+    this.deadlines = new DeadlineHeap(clock);
+  }
 
   get held(): number {
     return this.heldCount;
@@ -217,7 +221,7 @@ export class Scheduler {
       return;
     }
     const maxHold = Math.min(opts.maxHoldMs ?? this.options.maxHoldMs, this.options.maxHoldMs);
-    const ticket = new Ticket(this, input, performance.now() + maxHold, opts.client, waiter);
+    const ticket = new Ticket(this, input, this.clock.now() + maxHold, opts.client, waiter);
     let queue = this.queues.get(key);
     if (!queue) {
       queue = {
@@ -248,7 +252,7 @@ export class Scheduler {
     const queue = this.queues.get(queueKey(input));
     if (!queue || queue.running || queue.gated) return;
     if (queue.timer) {
-      clearTimeout(queue.timer);
+      this.clock.clearTimeout(queue.timer);
       queue.timer = undefined;
     }
     void this.pump(queue);
@@ -258,11 +262,11 @@ export class Scheduler {
   close(): void {
     this.closing = true;
     for (const queue of this.queues.values()) {
-      if (queue.timer) clearTimeout(queue.timer);
+      if (queue.timer) this.clock.clearTimeout(queue.timer);
       for (let i = queue.head; i < queue.items.length; i++)
         queue.items[i]!.reject(new HoldError('shutting_down', 0));
     }
-    for (const gate of this.gates.values()) if (gate.timer) clearTimeout(gate.timer);
+    for (const gate of this.gates.values()) if (gate.timer) this.clock.clearTimeout(gate.timer);
     this.deadlines.clear();
   }
 
@@ -349,7 +353,7 @@ export class Scheduler {
           break;
         }
         // Nobody whose hold ends before the wait is over should sit in the queue until then.
-        if (performance.now() + result.waitMs > taker.deadline) {
+        if (this.clock.now() + result.waitMs > taker.deadline) {
           taker.reject(new HoldError('hold_timeout', result.waitMs, result.reason));
           continue;
         }
@@ -357,7 +361,7 @@ export class Scheduler {
           this.park(queue, result.waitMs);
           return;
         }
-        queue.timer = setTimeout(
+        queue.timer = this.clock.setTimeout(
           () => {
             queue.timer = undefined;
             void this.pump(queue);
@@ -405,10 +409,10 @@ export class Scheduler {
     gate.waiting.push(queue);
     gate.active = false;
     // The newest wait is the most accurate one: it was computed after every earlier admission.
-    if (gate.timer) clearTimeout(gate.timer);
+    if (gate.timer) this.clock.clearTimeout(gate.timer);
     const identity = queue.identity;
     const timerGate = gate;
-    gate.timer = setTimeout(
+    gate.timer = this.clock.setTimeout(
       () => {
         timerGate.timer = undefined;
         this.advanceGate(identity);
@@ -444,9 +448,11 @@ const FAST_ASKS = 8;
 class DeadlineHeap {
   private readonly heap: Ticket[] = [];
   private dead = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private expiring = false;
+
+  constructor(private readonly clock: Clock) {}
 
   add(ticket: Ticket): void {
     const heap = this.heap;
@@ -470,7 +476,7 @@ class DeadlineHeap {
   }
 
   clear(): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Number.POSITIVE_INFINITY;
     this.heap.length = 0;
@@ -478,9 +484,9 @@ class DeadlineHeap {
   }
 
   private arm(at: number): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => this.expire(), Math.max(1, Math.ceil(at - performance.now())));
+    this.timer = this.clock.setTimeout(() => this.expire(), Math.max(1, Math.ceil(at - this.clock.now())));
     // Held requests keep their sockets (and so the process) alive; dead entries alone must not.
     this.timer.unref();
   }
@@ -488,7 +494,7 @@ class DeadlineHeap {
   private expire(): void {
     this.timer = undefined;
     this.timerAt = Number.POSITIVE_INFINITY;
-    const now = performance.now();
+    const now = this.clock.now();
     this.expiring = true;
     for (let top = this.heap[0]; top && top.deadline <= now + 1; top = this.heap[0]) {
       this.pop();

@@ -1,6 +1,7 @@
 /**
- * One behaviour, two homes for the state: every LimiterStore must pass this suite. It runs on real time with
- * small windows, because the Redis store decides with Redis's own clock.
+ * One behaviour, two homes for the state: every LimiterStore must pass this suite. Its waits are small windows
+ * passed with `sleep`: real time for the Redis store, which decides with Redis's own clock; a store whose clock the
+ * suite can move (the memory store) passes a `sleep` that moves it, so its run does not depend on the machine's load.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AdmitInput, AdmitResult, LimiterStore, StoreOptions } from '../../src/limiter/types.js';
@@ -32,9 +33,14 @@ function answer(req: AdmitInput, admission: AdmitResult) {
   const { bucket, probe, window, slot } = admission;
   return { ...at(req), bucket, probe, window, slot };
 }
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function storeContract(name: string, make: (options: StoreOptions) => Promise<LimiterStore>): void {
+export function storeContract(
+  name: string,
+  make: (options: StoreOptions) => Promise<LimiterStore>,
+  /** Lets `ms` pass for the stores `make` builds. */
+  sleep: (ms: number) => Promise<void> = realSleep,
+): void {
   describe(`${name} store contract`, () => {
     let store: LimiterStore;
     beforeEach(async () => {

@@ -1,11 +1,97 @@
 /**
- * A replica back on Redis after an outage: the shared window never saw what it admitted locally, and those
- * requests still count at Discord. The shared store here is a real MemoryStore that can be made to fail.
+ * FailoverStore on a manual clock: when the local window starts admitting after Redis fails, and when Redis is
+ * tried again, to the millisecond. (The failover against a real Redis that stops is test/integration/redis-failover.)
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { FailoverStore } from '../../src/limiter/failover.js';
 import { MemoryStore } from '../../src/limiter/memory.js';
 import type { AdmitInput, LimiterStore } from '../../src/limiter/types.js';
+
+const req: AdmitInput = {
+  identity: 'bot',
+  routeKey: 'GET /users/@me',
+  major: '-',
+  globalLimit: 30,
+  sublimit: '*',
+};
+
+/** A shared store that is down until `up` is set, and counts the calls that reached it. */
+function sharedStore(fallback: MemoryStore) {
+  const state = { up: false, calls: 0 };
+  const call = <T>(answer: () => Promise<T>): Promise<T> => {
+    state.calls += 1;
+    return state.up ? answer() : Promise.reject(new Error('ECONNREFUSED'));
+  };
+  const store: LimiterStore = {
+    admit: (input) => call(() => fallback.admit(input)),
+    learn: () => call(async () => {}),
+    pauseIdentity: () => call(async () => {}),
+    pauseAll: () => call(async () => 0),
+    cloudflarePause: () => call(async () => 0),
+    mark: () => call(async () => {}),
+    countInvalid: () => call(async () => 0),
+    vouch: () => call(async () => {}),
+    vouched: () => call(async () => false),
+    close: async () => {},
+  };
+  return { store, state };
+}
+
+describe('FailoverStore', () => {
+  it('holds local admissions for one global window after Redis fails, then admits a share, and retries Redis on time', async () => {
+    let now = 5_000_000;
+    const started = now;
+    const local = new MemoryStore(
+      { resetMarginMs: 0, globalWindowMarginMs: 20, probeTimeoutMs: 1000 },
+      () => now,
+    );
+    const answers = new MemoryStore(
+      { resetMarginMs: 0, globalWindowMarginMs: 20, probeTimeoutMs: 1000 },
+      () => now,
+    );
+    const { store: shared, state } = sharedStore(answers);
+    const modes: string[] = [];
+    const failover = new FailoverStore(
+      shared,
+      local,
+      {
+        fallbackReplicas: 3,
+        globalWindowMs: 1020,
+        recoveryIntervalMs: 1000,
+        onModeChange: (mode) => modes.push(mode),
+      },
+      { now: () => now },
+    );
+
+    // Redis fails: what it admitted in the last window is unknown, so the local window waits one full window.
+    expect(await failover.admit(req)).toEqual({ ok: false, reason: 'global', waitMs: 1020 });
+    expect(modes).toEqual(['local']);
+    expect(state.calls).toBe(1);
+    now = started + 1019;
+    expect(await failover.admit(req)).toEqual({ ok: false, reason: 'global', waitMs: 1 });
+    // Redis was tried again at +1000 by the admission above (one per interval) and is still down.
+    expect(state.calls).toBe(2);
+
+    now = started + 1020;
+    // From then on the replica admits its share of the limit, 30 / 3 = 10 per window, without asking Redis.
+    let admitted = 0;
+    for (let i = 0; i < 20; i++) if ((await failover.admit({ ...req, major: `m${i}` })).ok) admitted += 1;
+    expect(admitted).toBe(10);
+    expect(state.calls).toBe(2);
+
+    // The next try is one interval after the last failure (+1019 + 1000), not before.
+    state.up = true;
+    now = started + 2018;
+    await failover.admit(req);
+    expect(state.calls).toBe(2);
+    now = started + 2019;
+    expect(await failover.admit({ ...req, major: 'back' })).toMatchObject({ ok: true });
+    expect(state.calls).toBe(3);
+    expect(modes).toEqual(['local', 'redis']);
+    expect(failover.healthy).toBe(true);
+    await failover.close();
+  });
+});
 
 const OPTIONS = { resetMarginMs: 0, globalWindowMarginMs: 0, probeTimeoutMs: 5000 };
 
@@ -22,7 +108,7 @@ function unreliable(store: MemoryStore): { store: LimiterStore; down: boolean } 
   return state;
 }
 
-describe('failover: back on Redis after deciding locally', () => {
+describe('FailoverStore: back on Redis after deciding locally', () => {
   const stores: MemoryStore[] = [];
   afterEach(async () => {
     for (const s of stores.splice(0)) await s.close();
@@ -35,11 +121,12 @@ describe('failover: back on Redis after deciding locally', () => {
     const local = new MemoryStore(OPTIONS, clock);
     stores.push(sharedMemory, local);
     const shared = unreliable(sharedMemory);
-    const failover = new FailoverStore(shared.store, local, {
-      fallbackReplicas: 1,
-      globalWindowMs: 1000,
-      recoveryIntervalMs: 0,
-    });
+    const failover = new FailoverStore(
+      shared.store,
+      local,
+      { fallbackReplicas: 1, globalWindowMs: 1000, recoveryIntervalMs: 0 },
+      { now: clock },
+    );
     const req = (i: number): AdmitInput => ({
       identity: 'bot',
       routeKey: 'GET /gateway',
@@ -62,8 +149,7 @@ describe('failover: back on Redis after deciding locally', () => {
     expect(await failover.admit(req(0))).toMatchObject({ ok: false, reason: 'global' });
     expect(failover.healthy).toBe(false);
     // After a window of caution, the local window decides: three of four go.
-    const localSince = performance.now();
-    while (performance.now() - localSince < 1010) await new Promise((resolve) => setTimeout(resolve, 20));
+    now += 1000;
     for (let i = 1; i <= 3; i++) {
       const result = await failover.admit(req(i));
       expect(result.ok).toBe(true);

@@ -1,5 +1,11 @@
-import { describe, expect, it } from 'vitest';
+/**
+ * The scheduler on fake time: vitest's fake timers replace setTimeout and performance.now, which the scheduler's
+ * default clock and the memory store's read at each call, so these tests state the exact millisecond at which a
+ * request is admitted or refused, and a busy machine cannot stretch them.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ClientLink } from '../../src/client-link.js';
+import type { Clock, Timer } from '../../src/limiter/clock.js';
 import { MemoryStore } from '../../src/limiter/memory.js';
 import { type Admission, HoldError, Scheduler, type WaitOptions } from '../../src/limiter/scheduler.js';
 import type { AdmitInput, LimiterStore } from '../../src/limiter/types.js';
@@ -21,6 +27,32 @@ function acquire(scheduler: Scheduler, input: AdmitInput, opts: WaitOptions = {}
   return new Promise((resolve, reject) =>
     scheduler.wait(input, { admitted: resolve, refused: reject }, opts),
   );
+}
+
+interface Outcome {
+  ok: boolean;
+  reason?: HoldError['reason'];
+  /** Fake milliseconds since the test's start when the request was admitted or refused. */
+  at: number;
+}
+
+let t0 = 0;
+/** How and when (on the fake clock) a held request ended; `settled` says whether it has yet. */
+function outcome(p: Promise<Admission>): Promise<Outcome> & { settled: boolean } {
+  const tracked = p.then(
+    () => ({ ok: true, at: performance.now() - t0 }),
+    (e: unknown) => ({ ok: false, reason: (e as HoldError).reason, at: performance.now() - t0 }),
+  ) as Promise<Outcome> & { settled: boolean };
+  tracked.settled = false;
+  void tracked.then(() => {
+    tracked.settled = true;
+  });
+  return tracked;
+}
+
+/** Runs the fake clock up to `ms` after the test's start, settling promises between timers. */
+async function advanceTo(ms: number): Promise<void> {
+  await vi.advanceTimersByTimeAsync(t0 + ms - performance.now());
 }
 
 const req = (over: Partial<AdmitInput> = {}): AdmitInput => ({
@@ -46,17 +78,40 @@ async function exhausted(store: LimiterStore, input: AdmitInput, resetAfterMs: n
   });
 }
 
-describe('Scheduler', () => {
+describe('Scheduler on fake time', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    t0 = performance.now();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('answers at once when the wait is longer than the hold time allows', async () => {
     const store = new MemoryStore(options);
     const scheduler = new Scheduler(store, { maxHoldMs: 100 });
     await exhausted(store, req(), 5000);
-    const started = performance.now();
+    const result = outcome(acquire(scheduler, req()));
+    await vi.advanceTimersByTimeAsync(0);
+    // Refused without waiting any time at all, with the bucket's full wait as its retry-after.
+    expect(await result).toEqual({ ok: false, reason: 'hold_timeout', at: 0 });
     const error = await acquire(scheduler, req()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(HoldError);
-    expect((error as HoldError).reason).toBe('hold_timeout');
-    expect((error as HoldError).retryAfterMs).toBeGreaterThan(4000);
-    expect(performance.now() - started).toBeLessThan(50);
+    expect((error as HoldError).retryAfterMs).toBe(5000);
+    expect(scheduler.held).toBe(0);
+  });
+
+  it('admits a held request at its bucket reset plus the margin, not a millisecond before', async () => {
+    const store = new MemoryStore({ ...options, resetMarginMs: 15 });
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
+    await exhausted(store, req(), 300);
+    const held = outcome(acquire(scheduler, req()));
+    await advanceTo(314);
+    expect(held.settled).toBe(false);
+    expect(scheduler.held).toBe(1);
+    await advanceTo(315);
+    expect(held.settled).toBe(true);
+    expect(await held).toEqual({ ok: true, at: 315 });
     expect(scheduler.held).toBe(0);
   });
 
@@ -65,16 +120,21 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     await exhausted(store, req(), 150);
     const client = new ClientLink();
-    const first = acquire(scheduler, req(), { client });
-    const second = acquire(scheduler, req());
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    const first = outcome(acquire(scheduler, req(), { client }));
+    const second = outcome(acquire(scheduler, req()));
+    await advanceTo(10);
     expect(scheduler.held).toBe(2);
     expect(client.held).not.toBeNull();
     client.leave();
-    await expect(first).rejects.toMatchObject({ reason: 'aborted' });
+    expect(await first).toEqual({ ok: false, reason: 'aborted', at: 10 });
     expect(client.held).toBeNull();
     expect(scheduler.held).toBe(1);
-    await expect(second).resolves.toMatchObject({ ok: true });
+    await advanceTo(149);
+    expect(second.settled).toBe(false);
+    await advanceTo(150);
+    expect(second.settled).toBe(true);
+    // The second request takes the reset the first was waiting for, at that reset.
+    expect(await second).toEqual({ ok: true, at: 150 });
     expect(scheduler.held).toBe(0);
   });
 
@@ -96,12 +156,15 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(slow, { maxHoldMs: 5000 });
     const client = new ClientLink();
     const held = acquire(scheduler, req(), { client, front: true });
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await advanceTo(5);
     client.leave();
     await expect(held).rejects.toMatchObject({ reason: 'aborted' });
+    expect(learned).toEqual([]);
     release?.();
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    // The unknown bucket's probe was taken for nobody: it is given back at once, not after the probe timeout.
+    await vi.advanceTimersByTimeAsync(0);
+    // The unknown bucket's probe was taken for nobody: it is given back at once (no time has passed), not after
+    // the probe timeout.
+    expect(performance.now() - t0).toBe(5);
     expect(learned).toEqual([expect.objectContaining({ probe: true, unsent: true })]);
     expect(await memory.admit(req())).toMatchObject({ ok: true, probe: true });
     await memory.close();
@@ -112,21 +175,23 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     await exhausted(store, req(), 300);
     store.admits = 0;
-    const held = Array.from({ length: 5000 }, () => acquire(scheduler, req()).catch((e: unknown) => e));
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    const held = Array.from({ length: 5000 }, () => outcome(acquire(scheduler, req())));
+    await vi.advanceTimersByTimeAsync(0);
     expect(scheduler.held).toBe(5000);
-    // A few asks on arrival (the fast path lets 8 be in flight per queue), then only the head asks.
-    expect(store.admits).toBeLessThan(12);
+    // A few asks on arrival (the fast path lets 8 be in flight per queue), then only the head asks, at the reset:
+    // no polling while the bucket is empty.
+    const onArrival = store.admits;
+    expect(onArrival).toBeLessThan(12);
+    await advanceTo(299);
+    expect(store.admits).toBe(onArrival);
     scheduler.close();
     const results = await Promise.all(held);
-    expect(
-      results.filter((r) => r instanceof HoldError && r.reason === 'shutting_down').length,
-    ).toBeGreaterThan(4990);
+    expect(results.filter((r) => r.reason === 'shutting_down' && r.at === 299).length).toBe(5000);
   });
 
   it('keeps a saturated identity to about one store call per admission across many channels', async () => {
-    // The margin absorbs the delay between an admission and the moment this test sees its promise resolve.
-    const store = counting(new MemoryStore({ ...options, globalWindowMarginMs: 50 }));
+    const margin = 20;
+    const store = counting(new MemoryStore({ ...options, globalWindowMarginMs: margin }));
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     const unbucketed = (i: number) => req({ routeKey: 'GET /users/:id', major: `c:${i}`, globalLimit: 10 });
     // Learn that the route is unbucketed so only the global window limits it.
@@ -134,20 +199,29 @@ describe('Scheduler', () => {
       const probe = await store.admit(unbucketed(i));
       if (probe.ok) await store.learn({ ...unbucketed(i), ...probe, unbucketed: true });
     }
-    await new Promise((resolve) => setTimeout(resolve, 1050));
+    await advanceTo(1000 + margin);
+    t0 = performance.now();
     store.admits = 0;
     const admittedAt: number[] = [];
-    const started = performance.now();
-    await Promise.all(
+    const all = Promise.all(
       Array.from({ length: 40 }, (_, i) =>
         acquire(scheduler, unbucketed(i)).then((admission) => {
-          admittedAt.push(performance.now() - started);
+          admittedAt.push(performance.now() - t0);
           // Answered at once: the global slot counts a window from now.
           return store.learn({ ...unbucketed(i), ...admission });
         }),
       ),
     );
-    // 40 requests at 10/s: four windows; every window of 1000 ms holds at most 10.
+    let done = false;
+    void all.then(() => {
+      done = true;
+    });
+    await advanceTo(3 * (1000 + margin));
+    expect(done).toBe(true);
+    await all;
+    // 40 requests at 10/s: ten at once, then ten each time the window of the previous ten ends, to the millisecond.
+    const window = 1000 + margin;
+    expect(admittedAt).toEqual([0, window, 2 * window, 3 * window].flatMap((at) => Array(10).fill(at)));
     for (const t of admittedAt)
       expect(admittedAt.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(10);
     expect(store.admits).toBeLessThan(40 * 3);
@@ -158,12 +232,15 @@ describe('Scheduler', () => {
     const scheduler = new Scheduler(store, { maxHoldMs: 5000, maxHeld: 5, maxHeldPerIdentity: 3 });
     await exhausted(store, req(), 2000);
     const held = [1, 2, 3].map(() => acquire(scheduler, req()).catch((e: unknown) => e));
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    await expect(acquire(scheduler, req())).rejects.toMatchObject({ reason: 'overloaded' });
+    await vi.advanceTimersByTimeAsync(0);
+    await expect(acquire(scheduler, req())).rejects.toMatchObject({
+      reason: 'overloaded',
+      retryAfterMs: 1000,
+    });
     const other = req({ identity: 'other' });
     await exhausted(store, other, 2000);
     const otherHeld = [1, 2].map(() => acquire(scheduler, other).catch((e: unknown) => e));
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await vi.advanceTimersByTimeAsync(0);
     const third = req({ identity: 'third' });
     await exhausted(store, third, 2000);
     await expect(acquire(scheduler, third)).rejects.toMatchObject({ reason: 'overloaded' });
@@ -179,33 +256,21 @@ describe('Scheduler', () => {
     const store = new MemoryStore(options);
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
     await exhausted(store, req(), 700);
-    const started = performance.now();
-    const endedAt = (p: Promise<unknown>) =>
-      p.then(
-        () => ({ ok: true, ms: performance.now() - started }),
-        (e: unknown) => ({ ok: false, reason: (e as HoldError).reason, ms: performance.now() - started }),
-      );
     // The head waits for the reset; behind it, arrival order is not deadline order.
-    const head = endedAt(acquire(scheduler, req()));
-    const long = endedAt(acquire(scheduler, req(), { maxHoldMs: 400 }));
-    const middle = endedAt(acquire(scheduler, req(), { maxHoldMs: 250 }));
-    const short = endedAt(acquire(scheduler, req(), { maxHoldMs: 100 }));
-    const results = await Promise.all([long, middle, short]);
-    expect(await head).toMatchObject({ ok: true });
-    expect(results.map((r) => r.ok)).toEqual([false, false, false]);
-    expect(results.map((r) => (r as { reason: string }).reason)).toEqual([
-      'hold_timeout',
-      'hold_timeout',
-      'hold_timeout',
+    const head = outcome(acquire(scheduler, req()));
+    const long = outcome(acquire(scheduler, req(), { maxHoldMs: 400 }));
+    const middle = outcome(acquire(scheduler, req(), { maxHoldMs: 250 }));
+    const short = outcome(acquire(scheduler, req(), { maxHoldMs: 100 }));
+    await advanceTo(99);
+    expect([head, long, middle, short].map((p) => p.settled)).toEqual([false, false, false, false]);
+    await advanceTo(700);
+    expect([head, long, middle, short].map((p) => p.settled)).toEqual([true, true, true, true]);
+    expect(await Promise.all([head, long, middle, short])).toEqual([
+      { ok: true, at: 700 },
+      { ok: false, reason: 'hold_timeout', at: 400 },
+      { ok: false, reason: 'hold_timeout', at: 250 },
+      { ok: false, reason: 'hold_timeout', at: 100 },
     ]);
-    for (const [result, hold] of [
-      [results[0]!, 400],
-      [results[1]!, 250],
-      [results[2]!, 100],
-    ] as const) {
-      expect(result.ms).toBeGreaterThanOrEqual(hold - 2);
-      expect(result.ms).toBeLessThan(hold + 60);
-    }
     expect(scheduler.held).toBe(0);
   });
 
@@ -217,7 +282,7 @@ describe('Scheduler', () => {
     for (let round = 0; round < 20; round++) {
       const clients = Array.from({ length: 500 }, () => new ClientLink());
       const held = clients.map((client) => acquire(scheduler, req(), { client }).catch((e: unknown) => e));
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await vi.advanceTimersByTimeAsync(5);
       for (const client of clients) client.leave();
       await Promise.all(held);
     }
@@ -230,5 +295,53 @@ describe('Scheduler', () => {
     await expect(acquire(scheduler, req(), { client: gone })).rejects.toMatchObject({ reason: 'aborted' });
     expect(scheduler.held).toBe(0);
     scheduler.close();
+  });
+});
+
+describe('Scheduler with a clock of its own', () => {
+  it('takes the time and its timers from the clock it is given, not from the process', async () => {
+    // A manual clock far from performance.now(): a scheduler that read the process's time would see its requests'
+    // deadlines long past, and one that used the global timers would leave `pending` empty.
+    let now = 1e9;
+    type ManualTimer = Timer & { at: number; callback: () => void; unrefd: boolean };
+    const pending: ManualTimer[] = [];
+    const clock: Clock = {
+      now: () => now,
+      setTimeout(callback, ms) {
+        const timer: ManualTimer = {
+          at: now + ms,
+          callback,
+          unrefd: false,
+          unref() {
+            timer.unrefd = true;
+            return timer;
+          },
+        };
+        pending.push(timer);
+        return timer;
+      },
+      clearTimeout(timer: Timer) {
+        const i = pending.indexOf(timer as ManualTimer);
+        if (i >= 0) pending.splice(i, 1);
+      },
+    };
+    const store = new MemoryStore(options, () => now);
+    const scheduler = new Scheduler(store, { maxHoldMs: 1000 }, clock);
+    await exhausted(store, req(), 300);
+    let admitted = false;
+    scheduler.wait(req(), { admitted: () => (admitted = true), refused: () => {} });
+    await new Promise((resolve) => setImmediate(resolve));
+    // The queue's wake-up at the reset and the hold deadline; only the deadline timer may let the process exit.
+    expect(pending.map(({ at, unrefd }) => ({ at: at - 1e9, unrefd })).sort((a, b) => a.at - b.at)).toEqual([
+      { at: 300, unrefd: false },
+      { at: 1000, unrefd: true },
+    ]);
+    now += 300;
+    pending.find((timer) => timer.at === 1e9 + 300)!.callback();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(admitted).toBe(true);
+    expect(scheduler.held).toBe(0);
+    scheduler.close();
+    await store.close();
   });
 });
