@@ -115,7 +115,14 @@ const D = quick
 
 /** The proxy's GLOBAL_RATE_LIMIT in the overhead cases (its maximum): the global window must not cap them. */
 const HIGH_GLOBAL = 100_000;
-const OVERHEAD_TARGETS = ['direct', 'bare', 'proxy-memory', 'proxy-redis', 'discordjs'] as const;
+const OVERHEAD_TARGETS = [
+  'direct',
+  'bare',
+  'proxy-memory',
+  'proxy-redis',
+  'proxy-redis-unbatched',
+  'discordjs',
+] as const;
 const ROUTES = ['unbucketed', 'bucketed'] as const;
 const BUCKETED_POLICY = {
   method: 'GET',
@@ -659,8 +666,16 @@ const LABEL: Record<string, string> = {
   bare: 'bare pass-through',
   'proxy-memory': 'proxy (in-process)',
   'proxy-redis': 'proxy (Redis)',
+  'proxy-redis-unbatched': 'proxy (Redis, unbatched)',
   discordjs: '@discordjs/proxy',
 };
+
+/** Script calls (admit, learn…) plus any other command the proxy sent, per request that reached the fake. */
+function redisCallsPerRequest(r: Run['rec']): string {
+  if (!r.redisCommands || r.fake.arrivals === 0) return '-';
+  const calls = (r.redisCommands.evalsha ?? 0) + (r.redisCommands.eval ?? 0);
+  return calls === 0 ? '-' : fix(calls / r.fake.arrivals, 2);
+}
 
 function overheadTable(group: string, concurrency: number): string | undefined {
   const rows: string[][] = [];
@@ -680,6 +695,7 @@ function overheadTable(group: string, concurrency: number): string | undefined {
         fix(r.load.latency.p50, 2),
         fix(r.load.latency.p99, 2),
         r.targetCpuUsPerRequest === undefined ? '-' : fix(r.targetCpuUsPerRequest, 0),
+        redisCallsPerRequest(r),
         target === 'direct' || !bare ? '-' : ratio(r.load.throughput / bare.rec.load.throughput),
         String(bad + Object.values(r.load.errors).reduce((a, b) => a + b, 0)),
         String(Object.values(r.fake.limited).reduce((a, b) => a + b, 0)),
@@ -697,6 +713,7 @@ function overheadTable(group: string, concurrency: number): string | undefined {
       'p50 ms',
       'p99 ms',
       'target CPU µs/req',
+      'Redis calls/req',
       'vs bare',
       'non-2xx',
       '429@fake',

@@ -122,6 +122,8 @@ interface Queue {
   gated: boolean;
   /** Running because the gate woke it: the gate's next queue goes when this one stops. */
   woken: boolean;
+  /** How many heads the next round asks for: doubles while every one is admitted, back to 1 on a wait. */
+  ahead: number;
 }
 
 interface Gate {
@@ -233,6 +235,7 @@ export class Scheduler {
         running: false,
         gated: false,
         woken: false,
+        ahead: 1,
       };
       this.queues.set(key, queue);
     }
@@ -318,57 +321,35 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Asks the store for the queue's head requests until one has to wait. While every head asked is admitted, the
+   * next round asks for twice as many, up to FAST_ASKS (with Redis they go as one batched script call, decided in
+   * order), so a flowing queue admits several requests per round trip instead of one; after a wait it asks for
+   * one again, so a queue behind an empty bucket costs one ask per wake. Admissions are interchangeable within a
+   * queue (same identity, route, major parameter and sublimit tag): each goes to whoever is at the head when it
+   * comes back.
+   */
   private async pump(queue: Queue): Promise<void> {
     queue.running = true;
     try {
-      for (let ticket = this.nextTicket(queue); ticket; ticket = this.nextTicket(queue)) {
-        let result: AdmitResult;
-        try {
-          result = await this.store.admit(ticket.input);
-          if (typeof result?.ok !== 'boolean') throw new TypeError(`the store answered ${String(result)}`);
-        } catch (error) {
-          ticket.reject(new HoldError('store_error', 1000, undefined, { cause: error }));
-          continue;
-        }
-        // The head may have gone away while we asked; the next request of this queue has the same inputs, so
-        // an admission passes to it instead of being wasted.
-        const taker = this.nextTicket(queue);
-        if (!taker) {
-          if (result.ok) this.giveBack(ticket.input, result);
-          break;
-        }
-        if (result.ok) {
-          queue.head += 1;
-          taker.resolve(result);
-          this.compact(queue);
-          continue;
-        }
-        // Waiting would not help: everything is banned, or Discord already said these requests fail.
-        const final =
-          result.reason === 'cloudflare' ? 'cloudflare' : KNOWN_BAD.has(result.reason) ? 'known_bad' : null;
-        if (final) {
-          for (let t: Ticket | undefined = taker; t; t = this.nextTicket(queue)) {
-            t.reject(new HoldError(final, result.waitMs, result.reason, undefined, result.code));
+      for (;;) {
+        const asked = this.heads(queue);
+        if (asked.length === 0) break;
+        const results = await Promise.all(asked.map((ticket) => this.ask(ticket)));
+        let next: Next = 'ask';
+        const flowing = results.every((r) => !(r instanceof Error) && r.ok);
+        queue.ahead = flowing ? Math.min(queue.ahead * 2, FAST_ASKS) : 1;
+        for (let i = 0; i < results.length; i++) {
+          const result = results[i]!;
+          // Once the queue must wait, the answers decided after that one are not used: given back at once.
+          if (next !== 'ask') {
+            if (!(result instanceof Error) && result.ok) this.giveBack(asked[i]!.input, result);
+            continue;
           }
-          break;
+          next = this.apply(queue, asked[i]!, result);
         }
-        // Nobody whose hold ends before the wait is over should sit in the queue until then.
-        if (this.clock.now() + result.waitMs > taker.deadline) {
-          taker.reject(new HoldError('hold_timeout', result.waitMs, result.reason));
-          continue;
-        }
-        if (result.reason === 'global' || result.reason === 'paused') {
-          this.park(queue, result.waitMs);
-          return;
-        }
-        queue.timer = this.clock.setTimeout(
-          () => {
-            queue.timer = undefined;
-            void this.pump(queue);
-          },
-          Math.max(1, Math.ceil(result.waitMs)),
-        );
-        return;
+        if (next === 'stop') break;
+        if (next === 'waits') return;
       }
       // Empty: forget the queue so that 100k distinct channels do not stay in memory.
       if (this.nextTicket(queue) === undefined) this.queues.delete(queue.key);
@@ -381,6 +362,83 @@ export class Scheduler {
         this.advanceGate(queue.identity);
       }
     }
+  }
+
+  /** The live tickets at the head of the queue, at most `queue.ahead`. */
+  private heads(queue: Queue): Ticket[] {
+    const heads: Ticket[] = [];
+    for (let i = queue.head; i < queue.items.length && heads.length < queue.ahead; i++) {
+      const ticket = queue.items[i]!;
+      if (!ticket.done) heads.push(ticket);
+    }
+    return heads;
+  }
+
+  private async ask(ticket: Ticket): Promise<AdmitResult | Error> {
+    try {
+      const result = await this.store.admit(ticket.input);
+      if (typeof result?.ok !== 'boolean') throw new TypeError(`the store answered ${String(result)}`);
+      return result;
+    } catch (error) {
+      return error instanceof Error ? error : new Error(String(error));
+    }
+  }
+
+  /**
+   * Applies one answer of the store to the queue: 'ask' when the next head may ask, 'waits' when the queue now
+   * waits (a timer or the identity's gate will pump it), 'stop' when nobody is left to ask for.
+   */
+  private apply(queue: Queue, ticket: Ticket, result: AdmitResult | Error): Next {
+    if (result instanceof Error) {
+      if (!ticket.done) ticket.reject(new HoldError('store_error', 1000, undefined, { cause: result }));
+      return 'ask';
+    }
+    // The request asked for may have gone away meanwhile; the next of this queue has the same inputs, so an
+    // admission passes to it instead of being wasted.
+    const taker = this.nextTicket(queue);
+    if (!taker) {
+      if (result.ok) this.giveBack(ticket.input, result);
+      return 'stop';
+    }
+    if (result.ok) {
+      queue.head += 1;
+      taker.resolve(result);
+      this.compact(queue);
+      return 'ask';
+    }
+    // A 403 mark may be about this request's exact target only (another member, another message): it ends this
+    // request, and the next asks for itself.
+    if (result.reason === 'forbidden') {
+      if (!ticket.done)
+        ticket.reject(new HoldError('known_bad', result.waitMs, result.reason, undefined, result.code));
+      return 'ask';
+    }
+    // Waiting would not help: everything is banned, or Discord already said these requests fail.
+    const final =
+      result.reason === 'cloudflare' ? 'cloudflare' : KNOWN_BAD.has(result.reason) ? 'known_bad' : null;
+    if (final) {
+      for (let t: Ticket | undefined = taker; t; t = this.nextTicket(queue)) {
+        t.reject(new HoldError(final, result.waitMs, result.reason, undefined, result.code));
+      }
+      return 'stop';
+    }
+    // Nobody whose hold ends before the wait is over should sit in the queue until then.
+    if (this.clock.now() + result.waitMs > taker.deadline) {
+      taker.reject(new HoldError('hold_timeout', result.waitMs, result.reason));
+      return 'ask';
+    }
+    if (result.reason === 'global' || result.reason === 'paused') {
+      this.park(queue, result.waitMs);
+      return 'waits';
+    }
+    queue.timer = this.clock.setTimeout(
+      () => {
+        queue.timer = undefined;
+        void this.pump(queue);
+      },
+      Math.max(1, Math.ceil(result.waitMs)),
+    );
+    return 'waits';
   }
 
   /**
@@ -437,8 +495,11 @@ export class Scheduler {
   }
 }
 
-/** Fast-path asks allowed in flight per queue before newcomers queue behind them. */
+/** Fast-path asks allowed in flight per queue before newcomers queue behind them, and heads a queue asks for at once. */
 const FAST_ASKS = 8;
+
+/** What a queue does after one answer of the store (see Scheduler.apply). */
+type Next = 'ask' | 'waits' | 'stop';
 
 /**
  * Hold deadlines of every held request, earliest first, behind one timer: a timer per held request would cost a

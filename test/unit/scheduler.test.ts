@@ -170,6 +170,64 @@ describe('Scheduler on fake time', () => {
     await memory.close();
   });
 
+  it('asks for several heads of a busy queue per store round trip, in order', async () => {
+    // A store 10 ms away: a queue that asked one head at a time would admit 100 per second.
+    const memory = new MemoryStore(options);
+    const unbucketed = req({ routeKey: 'GET /gateway', major: '-' });
+    const probe = await memory.admit(unbucketed);
+    if (!probe.ok) throw new Error('probe refused');
+    await memory.learn({ ...unbucketed, bucket: probe.bucket, probe: true, unbucketed: true });
+    let inFlight = 0;
+    let most = 0;
+    const far: LimiterStore = Object.create(memory) as LimiterStore;
+    far.admit = async (input) => {
+      inFlight += 1;
+      most = Math.max(most, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      inFlight -= 1;
+      return memory.admit(input);
+    };
+    const scheduler = new Scheduler(far, { maxHoldMs: 5000 });
+    const held = Array.from({ length: 40 }, () => outcome(acquire(scheduler, unbucketed)));
+    await advanceTo(100);
+    const results = await Promise.all(held);
+    expect(results.every((r) => r.ok)).toBe(true);
+    // 8 on the fast path and the queue's first head at 0 ms, then 2, 4, 8, 8, 8 and the last one per round trip
+    // of 10 ms: the last of 40 at 70 ms (one head at a time, it would be 330 ms).
+    expect(most).toBe(9);
+    expect(Math.max(...results.map((r) => r.at))).toBe(70);
+  });
+
+  it('ends only the held request whose exact target is forbidden, not the queue behind it', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
+    const ban = (member: string) =>
+      req({ routeKey: 'PUT /guilds/:id/bans/:id', major: 'g:1', target: `/${member}` });
+    // A bucket of 2 per window, empty for the next 100 ms: everything queues behind it.
+    const probe = await store.admit(ban('1'));
+    if (!probe.ok) throw new Error('probe refused');
+    await store.learn({
+      ...ban('1'),
+      bucket: probe.bucket,
+      probe: true,
+      hash: 'h',
+      limit: 2,
+      remaining: 0,
+      resetAfterMs: 100,
+    });
+    await store.mark(ban('2'), 'forbidden', 60_000, 50013);
+    const held = ['2', '3', '2', '4'].map((member) => outcome(acquire(scheduler, ban(member))));
+    await advanceTo(300);
+    const results = await Promise.all(held);
+    // The forbidden ones end as their turn comes; the others go at the reset.
+    expect(results).toEqual([
+      { ok: false, reason: 'known_bad', at: 0 },
+      { ok: true, at: 100 },
+      { ok: false, reason: 'known_bad', at: 100 },
+      { ok: true, at: 100 },
+    ]);
+  });
+
   it('asks the store once per queue, not once per held request', async () => {
     const store = counting(new MemoryStore(options));
     const scheduler = new Scheduler(store, { maxHoldMs: 5000 });
