@@ -29,6 +29,14 @@ export class GlobalWindow {
     return answered.length > 0 ? Math.min(answered[0]! - now, windowMs) : windowMs;
   }
 
+  /** How many count now, without changing anything (for the inspector; O(n), never on a request's path). */
+  used(now: number): number {
+    let n = 0;
+    for (const until of this.inflight.values()) if (until > now) n += 1;
+    for (const until of this.answered) if (until > now) n += 1;
+    return n;
+  }
+
   take(slot: string, timeoutAt: number): void {
     this.inflight.set(slot, timeoutAt);
   }
