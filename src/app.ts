@@ -326,6 +326,7 @@ export function buildApp(deps: AppDeps): App {
     bodyLimitBytes: config.bodyLimitBytes,
     retryBodyLimitBytes: config.retryBodyLimitBytes,
     proxyAuth: config.proxyAuthToken ? createProxyAuth(config.proxyAuthToken) : undefined,
+    diagnosticHeaders: config.diagnosticHeaders,
   });
 
   const admin = Fastify({
