@@ -76,7 +76,7 @@ describe.each(MODES)('inspector API ($name)', (mode) => {
     expect((await post()).status).toBe(200); // learns the bucket: 2 per 1.5 s, 1 left
     // One goes now; four wait for the reset, then two more for the next one.
     const burst = Promise.all(Array.from({ length: 5 }, post));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await until(async () => (await state()).replica.held === 4);
 
     const during = await state();
     const bucket = during.buckets.find((b) => b.route === 'POST /channels/:id/messages');
