@@ -25,10 +25,13 @@ import { createIdentifier, createTokenHasher } from './discord/identity.js';
 import type { Identity } from './discord/types.js';
 import { answers, type ProxyAnswer } from './errors.js';
 import { HeldBodies } from './held-bodies.js';
+import { Inspector } from './inspect/state.js';
+import { FailoverStore } from './limiter/failover.js';
 import { Scheduler } from './limiter/scheduler.js';
 import type { LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 import { registerAdmin } from './routes/admin.js';
+import { registerInspector } from './routes/inspector.js';
 import { registerProxy, writeAnswer } from './routes/proxy.js';
 import { createProxyAuth } from './security.js';
 import type { Upstream } from './upstream.js';
@@ -41,6 +44,8 @@ export interface AppDeps {
   readonly log: Logger;
   /** Whether the shared state answers; absent for in-process state. */
   readonly storeCheck?: () => Promise<boolean>;
+  /** Where the state lives, as createStore() chose; shown by the inspector (default: memory). */
+  readonly storeMode?: 'memory' | 'redis';
 }
 
 export interface App {
@@ -161,6 +166,7 @@ export function buildApp(deps: AppDeps): App {
     (identity.botId && config.globalRateLimitOverrides.get(identity.botId)) || config.globalRateLimit;
 
   const tokenHash = createTokenHasher(config.tokenHashKey);
+  const identify = createIdentifier(config.tokenHashKey);
   const routeOf = (method: string | undefined, url: string | undefined): string => {
     const path = normalizeApiPath((url ?? '/').split('?', 1)[0] ?? '/');
     return path === null
@@ -319,7 +325,7 @@ export function buildApp(deps: AppDeps): App {
     metrics,
     log,
     requestLogLevel: config.requestLogLevel,
-    identify: createIdentifier(config.tokenHashKey),
+    identify,
     tokenHash,
     globalLimitFor,
     maxHoldMs: config.maxHoldMs,
@@ -327,6 +333,7 @@ export function buildApp(deps: AppDeps): App {
     retryBodyLimitBytes: config.retryBodyLimitBytes,
     heldBodies: new HeldBodies(config.heldBodyLimitBytes, (delta) => metrics.heldBodyBytes.inc(delta)),
     proxyAuth: config.proxyAuthToken ? createProxyAuth(config.proxyAuthToken) : undefined,
+    diagnosticHeaders: config.diagnosticHeaders,
   });
 
   const admin = Fastify({
@@ -348,6 +355,17 @@ export function buildApp(deps: AppDeps): App {
       return null;
     },
   });
+
+  const inspector = new Inspector({
+    scheduler,
+    store,
+    budget,
+    mode: deps.storeMode ?? 'memory',
+    redisUp: () => (store instanceof FailoverStore ? store.healthy : undefined),
+    globalLimitFor,
+    maxHeld: config.maxHeldRequests,
+  });
+  registerInspector(admin, { inspector, identify });
 
   let closing: Promise<void> | undefined;
   const shutdown = async (): Promise<void> => {
@@ -371,6 +389,7 @@ export function buildApp(deps: AppDeps): App {
     // relay answers itself (a retry it attempts meets the closed scheduler and becomes a 503 too).
     scheduler.close();
     budget.close();
+    inspector.close();
     const upstreamClosed = drained ? upstream.close() : upstream.destroy();
     if (!(await drain.wait(FLUSH_GRACE_MS))) {
       log.warn({ open: drain.size }, 'closing connections that are still open');

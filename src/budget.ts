@@ -60,6 +60,11 @@ export class InvalidBudget {
     this.timer.unref();
   }
 
+  /** Invalid responses in the window, as last read from the store. */
+  get used(): number {
+    return this.count;
+  }
+
   /** True when one more request could cross the hard line: nothing may be sent until old ones leave the window. */
   get exhausted(): boolean {
     return this.count >= this.budget;

@@ -50,6 +50,8 @@ export interface Config {
   readonly maxHeaderBytes: number;
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** X-Proxy-Hold-Ms, X-Proxy-Upstream-Ms, X-Proxy-Retries and X-Proxy-Bucket on every answer. */
+  readonly diagnosticHeaders: boolean;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -94,6 +96,7 @@ export const ENV_DEFAULTS = {
   MAX_HEADER_BYTES: '16384',
   HEADERS_TIMEOUT_MS: '10000',
   KEEP_ALIVE_TIMEOUT_MS: '65000',
+  PROXY_DIAGNOSTIC_HEADERS: 'true',
 } as const satisfies Record<string, string>;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -136,6 +139,11 @@ export function loadConfig(env: Env): Config {
       problems.push(`${name} must be a URL (${protocols.join(' or ')}), got "${text}"`);
       return undefined;
     }
+  };
+  const bool = (name: EnvName): boolean => {
+    const text = raw(name).toLowerCase();
+    if (text !== 'true' && text !== 'false') problems.push(`${name} must be true or false, got "${text}"`);
+    return text === 'true';
   };
   const level = (name: EnvName): string => {
     const text = raw(name);
@@ -189,6 +197,7 @@ export function loadConfig(env: Env): Config {
     maxHeaderBytes: int('MAX_HEADER_BYTES', 1024, 1_048_576),
     headersTimeoutMs: int('HEADERS_TIMEOUT_MS', 100, 600_000),
     keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 100, 3_600_000),
+    diagnosticHeaders: bool('PROXY_DIAGNOSTIC_HEADERS'),
   };
   if (/[{}]/.test(config.redisKeyPrefix)) {
     problems.push('REDIS_KEY_PREFIX must not contain { or }: they would move the per-identity hash tag');

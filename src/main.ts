@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     timeoutMs: config.upstreamTimeoutMs,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
   });
-  const app = buildApp({ config, store, upstream, metrics, log, storeCheck: check });
+  const app = buildApp({ config, store, upstream, metrics, log, storeCheck: check, storeMode: mode });
   await app.admin.listen({ port: config.adminPort, host: config.adminHost });
   await app.proxy.listen({ port: config.port, host: config.host });
   log.info(

@@ -55,6 +55,8 @@ export interface RelayClient extends ClientLink {
   settle(outcome: RelayOutcome): void;
   /** Called instead when the relay itself failed (a bug); must not throw. */
   fail(error: unknown): void;
+  /** Times the request was sent again so far (X-Proxy-Retries); the relay keeps it up to date. */
+  retries?: number;
 }
 
 export type RelayOutcome =
@@ -194,6 +196,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
   let upstreamMs = 0;
   for (let attempt = 0; ; attempt++) {
     if (attempt > 0) {
+      out.client.retries = attempt;
       const held = await holdAgain(ctx, out, attempt, holdMs, upstreamMs);
       if ('kind' in held) return held;
       ({ admission, holdMs } = held);

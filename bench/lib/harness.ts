@@ -94,6 +94,9 @@ export function buildProxy(): string | undefined {
     process.stderr.write(`proxy build had type errors (emitted anyway):\n${tsc.stdout}\n`);
   if (existsSync(join(ROOT, 'src/limiter/lua')))
     cpSync(join(ROOT, 'src/limiter/lua'), join(out, 'limiter/lua'), { recursive: true });
+  // The admin port's inspector page, as scripts/copy-lua.mjs copies it for `npm run build`.
+  if (existsSync(join(ROOT, 'src/inspect/page.html')))
+    cpSync(join(ROOT, 'src/inspect/page.html'), join(out, 'inspect/page.html'));
   return entry;
 }
 

@@ -59,7 +59,7 @@ function inFlight(s: BucketState, now: number): number {
 }
 
 /** The window is over and a request would start a new one. */
-function windowOver(s: BucketState, now: number): boolean {
+export function windowOver(s: BucketState, now: number): boolean {
   if (!s.fresh) return now >= s.resetAt;
   // Everything of a new window is out and every answer came back without facts (errors): after a while, start
   // again rather than wait for an answer that will not come.

@@ -9,6 +9,13 @@
  * The in-process store learns from every response in both modes, so it is warm when it is needed.
  */
 import { type Clock, realClock } from './clock.js';
+import {
+  type BucketRef,
+  type BucketView,
+  type IdentityView,
+  isInspectable,
+  type MarkView,
+} from './inspection.js';
 import type { MemoryStore } from './memory.js';
 import type { AdmitInput, AdmitResult, LearnInput, LimiterStore, MarkAt, MarkScope } from './types.js';
 
@@ -160,6 +167,39 @@ export class FailoverStore implements LimiterStore {
 
   async close(): Promise<void> {
     await Promise.allSettled([this.shared.close(), this.fallback.close()]);
+  }
+
+  // Inspection: the state that decides now (Redis while it answers, else this replica's), read without touching
+  // the failover's mode: an inspector that fails to read Redis must not switch the replica to local limits.
+
+  async inspectBuckets(refs: readonly BucketRef[]): Promise<(BucketView | null)[]> {
+    const shared = this.local || !isInspectable(this.shared) ? undefined : this.shared;
+    return (await shared?.inspectBuckets(refs).catch(() => undefined)) ?? this.fallback.inspectBuckets(refs);
+  }
+
+  async inspectIdentities(identities: readonly string[]): Promise<IdentityView[]> {
+    const shared = this.local || !isInspectable(this.shared) ? undefined : this.shared;
+    return (
+      (await shared?.inspectIdentities(identities).catch(() => undefined)) ??
+      this.fallback.inspectIdentities(identities)
+    );
+  }
+
+  async inspectMarks(identity: string): Promise<MarkView[]> {
+    const shared = this.local || !isInspectable(this.shared) ? undefined : this.shared;
+    return (
+      (await shared?.inspectMarks(identity).catch(() => undefined)) ?? this.fallback.inspectMarks(identity)
+    );
+  }
+
+  inspectCloudflare(): number {
+    const shared = isInspectable(this.shared) ? this.shared.inspectCloudflare() : 0;
+    return Math.max(this.fallback.inspectCloudflare(), shared);
+  }
+
+  /** The in-process store learns from every answer in both modes, so it knows which buckets this replica used. */
+  knownBuckets(identity: string, max: number): BucketRef[] {
+    return this.fallback.knownBuckets(identity, max);
   }
 
   private useShared(): boolean {

@@ -35,6 +35,14 @@ export class GlobalWindow {
     return this.inflight.size + this.answered.length;
   }
 
+  /** How many count now, without changing anything (for the inspector; O(n), never on a request's path). */
+  used(now: number): number {
+    let n = 0;
+    for (const until of this.inflight.values()) if (until > now) n += 1;
+    for (const until of this.answered) if (until > now) n += 1;
+    return n;
+  }
+
   take(slot: string, timeoutAt: number): void {
     this.inflight.set(slot, timeoutAt);
   }

@@ -12,6 +12,14 @@ import {
 } from './bucket-rules.js';
 import { GlobalWindow } from './global-window.js';
 import {
+  type BucketRef,
+  type BucketView,
+  type IdentityView,
+  type MarkView,
+  markPlace,
+  viewBucket,
+} from './inspection.js';
+import {
   type AdmitInput,
   type AdmitResult,
   GLOBAL_WINDOW_MS,
@@ -242,6 +250,66 @@ export class MemoryStore implements LimiterStore {
     for (const [key, global] of this.globals) if (global.touched < cutoff) this.globals.delete(key);
     for (const [key, until] of this.pauses) if (until < cutoff) this.pauses.delete(key);
     for (const [key, until] of this.vouches) if (until < now) this.vouches.delete(key);
+  }
+
+  // Inspection (src/limiter/inspection.ts): read-only, never called on a request's path.
+
+  async inspectBuckets(refs: readonly BucketRef[]): Promise<(BucketView | null)[]> {
+    const now = this.now();
+    return refs.map((ref) => {
+      const mapped = this.hashes.get(`${ref.identity}|${ref.routeKey}`)?.hash;
+      if (mapped === UNBUCKETED) return viewBucket(null, undefined, now);
+      const hash = mapped === undefined || mapped === HEADERLESS ? undefined : mapped;
+      const state = this.buckets.get(`${ref.identity}|${hash ?? `unk:${ref.routeKey}`}|${ref.major}`);
+      if (!state && mapped === undefined) return null;
+      return viewBucket(hash ?? 'unknown', state, now);
+    });
+  }
+
+  async inspectIdentities(identities: readonly string[]): Promise<IdentityView[]> {
+    const now = this.now();
+    return identities.map((identity) => ({
+      globalUsed: this.globals.get(identity)?.used(now) ?? 0,
+      pausedMs: Math.max(0, Math.ceil((this.pauses.get(identity) ?? 0) - now)),
+    }));
+  }
+
+  inspectCloudflare(): number {
+    return Math.max(0, this.cloudflareUntil - this.now());
+  }
+
+  async inspectMarks(identity: string): Promise<MarkView[]> {
+    const now = this.now();
+    const marks: MarkView[] = [];
+    for (const [key, mark] of this.marks) {
+      if (mark.until <= now || (key !== identity && !key.startsWith(`${identity}|`))) continue;
+      // markKey(): the identity alone (revoked), or identity|<scope letter>|<what it applies to>.
+      const place =
+        key === identity ? markPlace(['r']) : markPlace(key.slice(identity.length + 1).split('|'));
+      if (place) marks.push({ ...place, code: mark.code, ms: Math.ceil(mark.until - now) });
+    }
+    return marks;
+  }
+
+  knownBuckets(identity: string, max: number): BucketRef[] {
+    const prefix = `${identity}|`;
+    // Bucket ids name Discord's hash, not a route: find a route that maps to each hash.
+    const routeOf = new Map<string, string>();
+    for (const [key, { hash }] of this.hashes) {
+      if (key.startsWith(prefix) && hash !== UNBUCKETED && hash !== HEADERLESS && !routeOf.has(hash))
+        routeOf.set(hash, key.slice(prefix.length));
+    }
+    const refs: BucketRef[] = [];
+    for (const key of this.buckets.keys()) {
+      if (refs.length >= max) break;
+      if (!key.startsWith(prefix)) continue;
+      const rest = key.slice(prefix.length);
+      const bar = rest.lastIndexOf('|');
+      const hash = rest.slice(0, bar);
+      const routeKey = hash.startsWith('unk:') ? hash.slice(4) : routeOf.get(hash);
+      if (routeKey !== undefined) refs.push({ identity, routeKey, major: rest.slice(bar + 1) });
+    }
+    return refs;
   }
 
   private globalFor(identity: string): GlobalWindow {

@@ -21,6 +21,15 @@
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
 import { Batcher } from './batch.js';
+import type { BucketState } from './bucket-rules.js';
+import {
+  type BucketRef,
+  type BucketView,
+  type IdentityView,
+  type MarkView,
+  markPlace,
+  viewBucket,
+} from './inspection.js';
 import {
   type AdmitInput,
   type AdmitResult,
@@ -272,6 +281,81 @@ export class RedisStore implements LimiterStore {
     if (this.options.ownsClient) await this.redis.quit();
   }
 
+  // Inspection (src/limiter/inspection.ts): read-only, never called on a request's path. Only the keys of the
+  // buckets and identities asked about are read (a bounded list), one round of commands per step, which the
+  // client's auto-pipelining sends together.
+
+  async inspectBuckets(refs: readonly BucketRef[]): Promise<(BucketView | null)[]> {
+    const [now, mapped] = await Promise.all([
+      this.redisNow(),
+      Promise.all(
+        refs.map((ref) => this.redis.get(`${this.identityBase(ref.identity)}route:${ref.routeKey}`)),
+      ),
+    ]);
+    const fields = await Promise.all(
+      refs.map((ref, i) => {
+        const hash = mapped[i];
+        if (hash === '') return null;
+        const suffix = `${hash === null || hash === undefined || hash === '!' ? `unk:${ref.routeKey}` : hash}|${ref.major}`;
+        return this.redis.hmget(`${this.identityBase(ref.identity)}bucket:${suffix}`, ...BUCKET_FIELDS);
+      }),
+    );
+    return refs.map((_ref, i) => {
+      const hash = mapped[i];
+      if (hash === '') return viewBucket(null, undefined, now);
+      const state = bucketState(fields[i] ?? null);
+      if (!state && (hash === null || hash === undefined)) return null;
+      return viewBucket(hash === null || hash === undefined || hash === '!' ? 'unknown' : hash, state, now);
+    });
+  }
+
+  async inspectIdentities(identities: readonly string[]): Promise<IdentityView[]> {
+    const now = await this.redisNow();
+    return Promise.all(
+      identities.map(async (identity) => {
+        const base = this.identityBase(identity);
+        const [used, paused] = await Promise.all([
+          this.redis.zcount(`${base}gslots`, `(${now}`, '+inf'),
+          this.redis.pttl(`${base}pause`),
+        ]);
+        return { globalUsed: Number(used), pausedMs: Math.max(0, Number(paused)) };
+      }),
+    );
+  }
+
+  inspectCloudflare(): number {
+    return this.cloudflareRemaining();
+  }
+
+  async inspectMarks(identity: string): Promise<MarkView[]> {
+    const [now, all] = await Promise.all([
+      this.redisNow(),
+      this.redis.hgetall(`${this.identityBase(identity)}bad`),
+    ]);
+    const marks: MarkView[] = [];
+    for (const [field, value] of Object.entries(all)) {
+      // Values "<expiry>:<code>"; fields as in MARK_FIELD: "r", "u:<routeKey>", "g:<major>", "c:<major>",
+      // "f:<routeKey>|<major>|<target>".
+      const [expiry = '', code] = value.split(':');
+      const ms = Math.ceil(Number(expiry) - now);
+      if (!(ms > 0)) continue;
+      const place = markPlace([field.slice(0, 1), ...field.slice(2).split('|')]);
+      if (place) marks.push({ ...place, code: Number(code), ms });
+    }
+    return marks;
+  }
+
+  /** Redis keeps no list of an identity's buckets short of a SCAN; the failover store answers from memory. */
+  knownBuckets(_identity: string, _max: number): BucketRef[] {
+    return [];
+  }
+
+  /** Redis's clock, ms: the scripts' times are Redis's. */
+  private async redisNow(): Promise<number> {
+    const [seconds, micros] = await this.redis.time();
+    return Number(seconds) * 1000 + Number(micros) / 1000;
+  }
+
   private identityBase(identity: string): string {
     return `${this.prefix}{${identity}}:`;
   }
@@ -307,6 +391,26 @@ export class RedisStore implements LimiterStore {
       },
     );
   }
+}
+
+/** A bucket hash's fields (lua/admit-5.lua), in the order bucketState() reads them. */
+const BUCKET_FIELDS = ['l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u'] as const;
+
+function bucketState(f: (string | null)[] | null): BucketState | undefined {
+  if (!f || f.every((v) => v === null)) return undefined;
+  const n = (v: string | null | undefined) => (v === null || v === undefined ? 0 : Number(v));
+  const state: BucketState = {
+    remaining: n(f[1]),
+    resetAt: n(f[2]),
+    fresh: f[3] === '1',
+    blockedUntil: n(f[4]),
+    probeUntil: n(f[5]),
+    window: n(f[6]),
+    inflight: n(f[7]),
+    inflightUntil: n(f[8]),
+  };
+  if (f[0] !== null && f[0] !== undefined) state.limit = Number(f[0]);
+  return state;
 }
 
 /** An absent (or non-finite) header value; Lua would read "nan" as a number and poison the bucket with it. */

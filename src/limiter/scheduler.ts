@@ -112,6 +112,11 @@ class Ticket {
 interface Queue {
   readonly key: string;
   readonly identity: string;
+  /** The first request's input: every request of a queue has the same identity, route, major and tag. */
+  readonly input: AdmitInput;
+  /** Why the head last had to wait, and until when (the scheduler's clock): what the inspector shows. */
+  reason: WaitReason | undefined;
+  until: number;
   readonly items: Ticket[];
   head: number;
   /** Tickets that ended while queued (aborted, timed out) since the last sweep; some may still be in items. */
@@ -160,8 +165,46 @@ export class Scheduler {
     this.deadlines = new DeadlineHeap(clock);
   }
 
+  /**
+   * Called with every new request (not retries) while set: the inspector sets it only while someone looks, so
+   * that nobody pays for it otherwise (src/inspect/recent.ts).
+   */
+  watch: ((key: string, input: AdmitInput) => void) | undefined = undefined;
+
   get held(): number {
     return this.heldCount;
+  }
+
+  /** Held requests of one identity. */
+  heldOf(identity: string): number {
+    return this.heldBy.get(identity) ?? 0;
+  }
+
+  /** Identities with held requests, and how many each. */
+  heldByIdentity(): ReadonlyMap<string, number> {
+    return this.heldBy;
+  }
+
+  /**
+   * Every queue that holds requests, with how many and why its head waits. O(held requests): for the inspector,
+   * never on a request's path.
+   */
+  snapshot(): QueueView[] {
+    const now = this.clock.now();
+    const views: QueueView[] = [];
+    for (const queue of this.queues.values()) {
+      let held = 0;
+      for (let i = queue.head; i < queue.items.length; i++) if (!queue.items[i]!.done) held += 1;
+      if (held === 0) continue;
+      views.push({
+        key: queue.key,
+        input: queue.input,
+        held,
+        reason: queue.reason,
+        waitMs: Math.max(0, Math.ceil(queue.until - now)),
+      });
+    }
+    return views;
   }
 
   /**
@@ -178,6 +221,7 @@ export class Scheduler {
     // is not serialised behind one round trip; a burst beyond that queues at once, so it costs the store a few
     // calls and not one per request.
     const key = queueKey(input);
+    if (this.watch && !opts.front) this.watch(key, input);
     const asking = this.asking.get(key) ?? 0;
     if (opts.front || asking >= FAST_ASKS || this.queues.has(key)) {
       this.enqueue(key, input, waiter, opts);
@@ -229,6 +273,9 @@ export class Scheduler {
       queue = {
         key,
         identity: input.identity,
+        input,
+        reason: undefined,
+        until: 0,
         items: [],
         head: 0,
         dead: 0,
@@ -422,8 +469,12 @@ export class Scheduler {
       }
       return 'stop';
     }
+    // What the inspector shows of this queue: why its head waits, and until when.
+    const until = this.clock.now() + result.waitMs;
+    queue.reason = result.reason;
+    queue.until = until;
     // Nobody whose hold ends before the wait is over should sit in the queue until then.
-    if (this.clock.now() + result.waitMs > taker.deadline) {
+    if (until > taker.deadline) {
       taker.reject(new HoldError('hold_timeout', result.waitMs, result.reason));
       return 'ask';
     }
@@ -493,6 +544,18 @@ export class Scheduler {
     gate.active = true;
     void this.pump(next);
   }
+}
+
+/** One queue of held requests, as the inspector sees it. */
+export interface QueueView {
+  /** identity|routeKey|major|sublimit tag. */
+  readonly key: string;
+  readonly input: AdmitInput;
+  readonly held: number;
+  /** Why its head last had to wait (undefined: it has not asked yet). */
+  readonly reason: WaitReason | undefined;
+  /** Until the head asks again, ms (0: asking now, or woken by an answer). */
+  readonly waitMs: number;
 }
 
 /** Fast-path asks allowed in flight per queue before newcomers queue behind them, and heads a queue asks for at once. */
@@ -593,6 +656,6 @@ class DeadlineHeap {
   }
 }
 
-function queueKey(input: AdmitInput): string {
+export function queueKey(input: AdmitInput): string {
   return `${input.identity}|${input.routeKey}|${input.major}|${input.sublimit}`;
 }

@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { ClientLink } from '../client-link.js';
 import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
-import type { Identity } from '../discord/types.js';
+import type { Identity, RouteInfo } from '../discord/types.js';
 import { answers, type ProxyAnswer } from '../errors.js';
 import type { HeldBodies } from '../held-bodies.js';
 import type { Metrics } from '../metrics.js';
@@ -38,6 +38,8 @@ export interface ProxyRouteOptions {
   readonly heldBodies: HeldBodies;
   /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
   readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
+  /** PROXY_DIAGNOSTIC_HEADERS: X-Proxy-Hold-Ms, -Upstream-Ms, -Retries and -Bucket on every answer. */
+  readonly diagnosticHeaders?: boolean;
 }
 
 /** A client may ask to be held for less than the configured maximum (never more). */
@@ -134,6 +136,8 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
       startedAt,
       answers.badRequest('Request body too large.'),
       413,
+      undefined,
+      { retries: 0, route },
     );
   }
   // A chunked body declares no length: count it as it streams, and stop it at BODY_LIMIT_BYTES.
@@ -143,6 +147,7 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
       ? limitBody(req, opts.bodyLimitBytes)
       : undefined;
   const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
+  client.route = route;
   if (buffered) {
     // Small bodies are kept so that a 429 can be retried for the client; large uploads, and any body once the
     // held bodies reach their byte bound, wait in the client's socket and stream through once.
@@ -204,6 +209,10 @@ function forward(
 
 /** One forwarded request from the client's side: the relay tells it the outcome, and it answers. */
 class ProxyClient extends ClientLink implements RelayClient {
+  retries = 0;
+  /** The classified route, for X-Proxy-Bucket. */
+  route: Pick<RouteInfo, 'routeKey' | 'major'> | undefined = undefined;
+
   constructor(
     private readonly opts: ProxyRouteOptions,
     private readonly res: ServerResponse,
@@ -234,16 +243,18 @@ class ProxyClient extends ClientLink implements RelayClient {
     const { opts, res, method, template, startedAt } = this;
     if (this.limited?.exceeded) {
       const answer = answers.badRequest('Request body too large.');
-      return finish(opts, res, method, template, startedAt, answer, 413, outcome);
+      return finish(opts, res, method, template, startedAt, answer, 413, outcome, this);
     }
     if (outcome.kind === 'aborted') {
       opts.log.debug({ route: template }, 'client went away');
       return;
     }
     if (outcome.kind === 'generated') {
-      return finish(opts, res, method, template, startedAt, outcome.answer, undefined, outcome);
+      return finish(opts, res, method, template, startedAt, outcome.answer, undefined, outcome, this);
     }
-    res.writeHead(outcome.status, responseHeaders(outcome.headers));
+    const headers = responseHeaders(outcome.headers);
+    if (opts.diagnosticHeaders) Object.assign(headers, diagnosticHeaders(outcome, this));
+    res.writeHead(outcome.status, headers);
     const done = () => logAndCount(opts, method, template, outcome.status, startedAt, outcome);
     if (Buffer.isBuffer(outcome.body)) res.end(outcome.body, done);
     else relayBody(outcome.body, res, done, opts.log);
@@ -302,21 +313,53 @@ function finish(
   answer: ProxyAnswer,
   status = answer.status,
   timing: { holdMs: number; upstreamMs: number } = { holdMs: 0, upstreamMs: 0 },
+  diagnosed: Diagnosed = UNCLASSIFIED,
 ): void {
   opts.metrics.generated.inc({ reason: answer.reason });
-  writeAnswer(res, answer, status);
+  writeAnswer(res, answer, status, opts.diagnosticHeaders ? diagnosticHeaders(timing, diagnosed) : undefined);
   logAndCount(opts, method, template, status, startedAt, timing, answer.reason);
 }
 
-export function writeAnswer(res: ServerResponse, answer: ProxyAnswer, status = answer.status): void {
+export function writeAnswer(
+  res: ServerResponse,
+  answer: ProxyAnswer,
+  status = answer.status,
+  extraHeaders?: Record<string, string>,
+): void {
   if (res.headersSent || res.destroyed) return;
   const payload = JSON.stringify(answer.body);
   res.writeHead(status, {
     ...answer.headers,
+    ...extraHeaders,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(payload),
   });
   res.end(payload);
+}
+
+/** What X-Proxy-Retries and X-Proxy-Bucket say about one request. */
+interface Diagnosed {
+  readonly retries?: number | undefined;
+  readonly route: Pick<RouteInfo, 'routeKey' | 'major'> | undefined;
+}
+
+const UNCLASSIFIED: Diagnosed = { retries: 0, route: undefined };
+
+/**
+ * The per-request diagnostics: time held, time waiting on Discord, times sent again, and the bucket as the store
+ * keys it (route key and major parameter; webhook tokens are already hashed in the major, so no token).
+ */
+function diagnosticHeaders(
+  timing: { holdMs: number; upstreamMs: number },
+  diagnosed: Diagnosed,
+): Record<string, string> {
+  const route = diagnosed.route;
+  return {
+    'x-proxy-hold-ms': String(Math.round(timing.holdMs)),
+    'x-proxy-upstream-ms': String(Math.round(timing.upstreamMs)),
+    'x-proxy-retries': String(diagnosed.retries ?? 0),
+    'x-proxy-bucket': route ? `${route.routeKey} ${route.major}` : '-',
+  };
 }
 
 function logAndCount(

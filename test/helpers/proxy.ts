@@ -59,7 +59,7 @@ export async function startProxy(
     upstream,
     metrics,
     log,
-    ...(custom ? {} : { storeCheck: created.check }),
+    ...(custom ? {} : { storeCheck: created.check, storeMode: created.mode }),
   });
   const url = await app.proxy.listen({ port: 0, host: '127.0.0.1' });
   const adminUrl = await app.admin.listen({ port: 0, host: '127.0.0.1' });
