@@ -48,6 +48,8 @@ local pauseKey, gslotsKey, badKey = KEYS[1], KEYS[2], KEYS[3]
 local base, windowMs, timeoutArg, idleMs = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local probePoll, stalledArg = tonumber(ARGV[5]), ARGV[6]
 
+local slotsTaken = 0
+
 local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target)
   local globalLimit = tonumber(globalLimitArg)
 
@@ -132,7 +134,10 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
       local soonest = redis.call('ZRANGE', gslotsKey, 0, 0, 'WITHSCORES')
       return {0, 5, math.ceil(math.min(tonumber(soonest[2]) - now, tonumber(windowMs)))}
     end
-    slot = string.format('%.3f', now)
+    -- Unique within this run by its count (every admission of one run has the same `now`); the check covers a run
+    -- of another replica in the same microsecond.
+    slotsTaken = slotsTaken + 1
+    slot = string.format('%.3f', now) .. '.' .. slotsTaken
     while redis.call('ZSCORE', gslotsKey, slot) do slot = slot .. '+' end
     local untilMs = now + timeout + tonumber(windowMs)
     redis.call('ZADD', gslotsKey, untilMs, slot)
