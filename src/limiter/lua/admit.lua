@@ -48,7 +48,13 @@ local pauseKey, gslotsKey, badKey = KEYS[1], KEYS[2], KEYS[3]
 local base, windowMs, timeoutArg, idleMs = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local probePoll, stalledArg = tonumber(ARGV[5]), ARGV[6]
 
+-- What is the same for every request of the run (one identity, one `now`) is read once: the identity's pause,
+-- its global window's count, and a prefix for the slot ids that no other run used.
 local slotsTaken = 0
+local pausedMs = nil
+local globalCount = nil
+local slotPrefix = nil
+local slotsUntil = nil
 
 local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target)
   local globalLimit = tonumber(globalLimitArg)
@@ -66,8 +72,8 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
   end
 
   if globalLimit > 0 then
-    local paused = redis.call('PTTL', pauseKey)
-    if paused > 0 then return {0, 6, paused} end
+    if pausedMs == nil then pausedMs = redis.call('PTTL', pauseKey) end
+    if pausedMs > 0 then return {0, 6, pausedMs} end
   end
   local sublimited = redis.call('PTTL', subKey)
   if sublimited > 0 then return {0, 4, sublimited} end
@@ -128,20 +134,26 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
 
   local slot = ''
   if globalLimit > 0 then
-    redis.call('ZREMRANGEBYSCORE', gslotsKey, '-inf', now)
-    if redis.call('ZCARD', gslotsKey) >= globalLimit then
+    if globalCount == nil then
+      redis.call('ZREMRANGEBYSCORE', gslotsKey, '-inf', now)
+      globalCount = redis.call('ZCARD', gslotsKey)
+    end
+    if globalCount >= globalLimit then
       -- Still in flight, the soonest slot's end is unknown but at least a window away (memory.ts globalWait).
       local soonest = redis.call('ZRANGE', gslotsKey, 0, 0, 'WITHSCORES')
       return {0, 5, math.ceil(math.min(tonumber(soonest[2]) - now, tonumber(windowMs)))}
     end
-    -- Unique within this run by its count (every admission of one run has the same `now`); the check covers a run
-    -- of another replica in the same microsecond.
+    -- Unique within this run by its count (every admission of one run has the same `now`); the prefix check covers
+    -- a run of another replica in the same microsecond.
+    if slotPrefix == nil then
+      slotPrefix = string.format('%.3f', now)
+      while redis.call('ZSCORE', gslotsKey, slotPrefix .. '.1') do slotPrefix = slotPrefix .. '+' end
+    end
     slotsTaken = slotsTaken + 1
-    slot = string.format('%.3f', now) .. '.' .. slotsTaken
-    while redis.call('ZSCORE', gslotsKey, slot) do slot = slot .. '+' end
-    local untilMs = now + timeout + tonumber(windowMs)
-    redis.call('ZADD', gslotsKey, untilMs, slot)
-    redis.call('PEXPIRE', gslotsKey, math.ceil(untilMs - now))
+    slot = slotPrefix .. '.' .. slotsTaken
+    slotsUntil = now + timeout + tonumber(windowMs)
+    redis.call('ZADD', gslotsKey, slotsUntil, slot)
+    globalCount = globalCount + 1
   end
 
   -- Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
@@ -176,4 +188,5 @@ for i = 0, (#KEYS - 3) / 2 - 1 do
   replies[i + 1] = admit(KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i], ARGV[9 + 4 * i],
     ARGV[10 + 4 * i])
 end
+if slotsUntil then redis.call('PEXPIRE', gslotsKey, math.ceil(slotsUntil - now)) end
 return replies
