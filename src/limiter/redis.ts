@@ -5,6 +5,8 @@
  * Key layout (P = options.prefix, I = identity, itself a keyed hash of the token):
  *   P{I}:pause                          STRING, PX = remaining global-429 pause of the identity
  *   P{I}:sub:<routeKey>|<major>|<tag>   STRING, PX = remaining sublimit delay
+ *   P{I}:subs                           STRING, PX = the identity's longest sublimit delay: while absent, admit
+ *                                       reads no sublimit key
  *   P{I}:route:<routeKey>               STRING: bucket hash ("" = not bucketed), PX = keyTtlMs after last learned
  *   P{I}:gslots                         ZSET: the identity's admissions that still count in its global window
  *   P{I}:bucket:<hash>|<major>          HASH: one bucket's state (unknown buckets: <hash> = "unk:<routeKey>")
@@ -182,7 +184,7 @@ export class RedisStore implements LimiterStore {
   /** One admit script run for every request of one identity that asked in the same turn (lua/admit.lua). */
   private async admitBatch(identity: string, inputs: readonly AdmitInput[]): Promise<AdmitResult[]> {
     const base = this.identityBase(identity);
-    const keys: string[] = [`${base}pause`, `${base}gslots`, `${base}bad`];
+    const keys: string[] = [`${base}pause`, `${base}gslots`, `${base}bad`, `${base}subs`];
     const args: Arg[] = [
       `${base}bucket:`,
       this.windowMs,
@@ -211,7 +213,7 @@ export class RedisStore implements LimiterStore {
   /** One learn script run for every answer of one identity that came back in the same turn (lua/learn.lua). */
   private async learnBatch(identity: string, inputs: readonly LearnInput[]): Promise<true[]> {
     const base = this.identityBase(identity);
-    const keys: string[] = [`${base}gslots`];
+    const keys: string[] = [`${base}gslots`, `${base}subs`];
     const args: Arg[] = [this.options.resetMarginMs, this.keyTtlMs, this.keyTtlMs, this.windowMs];
     for (const input of inputs) {
       const route = `${base}route:${input.routeKey}`;

@@ -100,7 +100,9 @@ describe('redis store', () => {
 
     const keys = await keysUnder(prefix);
     const kinds = keys.map((key) => /^[^}]*\}:(\w+)/.exec(key)?.[1] ?? key.slice(prefix.length));
-    expect(new Set(kinds)).toEqual(new Set(['bucket', 'gslots', 'pause', 'route', 'sub', 'cloudflare']));
+    expect(new Set(kinds)).toEqual(
+      new Set(['bucket', 'gslots', 'pause', 'route', 'sub', 'subs', 'cloudflare']),
+    );
     expect(keys.filter((key) => key.includes('}:bucket:'))).toHaveLength(2);
     for (const key of keys) {
       expect(key.startsWith(prefix)).toBe(true);
@@ -211,6 +213,78 @@ describe('redis store', () => {
     });
     await store.close();
     expect(sent).toEqual(['evalsha']);
+  });
+
+  it('reads and writes each bucket once per batch, and reads no sublimit key while the identity has none', async () => {
+    const store = makeStore({ cloudflarePollMs: 0 });
+    const req = (i: number): AdmitInput => ({
+      identity: 'once',
+      routeKey: 'POST /channels/:id/messages',
+      major: `c:${i % 2}`,
+      globalLimit: 1000,
+      sublimit: '*',
+    });
+    for (const i of [0, 1]) {
+      const probe = await store.admit(req(i));
+      if (!probe.ok) throw new Error('probe refused');
+      await store.learn({
+        ...req(i),
+        bucket: probe.bucket,
+        probe: true,
+        hash: 'h',
+        limit: 100,
+        remaining: 99,
+        resetAfterMs: 60_000,
+      });
+    }
+
+    const monitor = await redis.monitor();
+    const run: string[][] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (source === 'lua') run.push(args.map(String));
+    });
+    const marker = `end-${randomUUID()}`;
+    const seen = new Promise<void>((resolve) =>
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[1] === marker) resolve();
+      }),
+    );
+    try {
+      const inputs = Array.from({ length: 32 }, (_, i) => req(i));
+      const admitted = await Promise.all(inputs.map((one) => store.admit(one)));
+      await Promise.all(
+        admitted.map((a, i) => {
+          if (!a.ok) throw new Error('refused');
+          return store.learn({
+            ...inputs[i]!,
+            bucket: a.bucket,
+            probe: a.probe,
+            window: a.window,
+            slot: a.slot,
+            hash: 'h',
+            limit: 100,
+            remaining: 50,
+            resetAfterMs: 60_000,
+          });
+        }),
+      );
+      await redis.echo(marker);
+      await seen;
+    } finally {
+      monitor.disconnect();
+    }
+    await store.close();
+    const onBuckets = (command: string) =>
+      run.filter((args) => args[0]?.toLowerCase() === command && args[1]?.includes('}:bucket:')).length;
+    // Two buckets, one admit run and one learn run: each bucket read once and written once by each.
+    expect(onBuckets('hmget')).toBe(4);
+    expect(onBuckets('hset')).toBe(4);
+    expect(run.filter((args) => args[1]?.includes('}:sub:'))).toEqual([]);
+    // The 32 global slots taken in one ZADD and redated in one ZADD XX.
+    expect(run.filter((args) => args[0]?.toLowerCase() === 'zadd').map((args) => args.length)).toEqual([
+      2 + 64,
+      3 + 64,
+    ]);
   });
 
   it('shows a Cloudflare pause to other replicas within a poll', async () => {

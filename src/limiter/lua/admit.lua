@@ -5,7 +5,7 @@
   per identity), so a hot token costs one script run per batch instead of one per request. The Cloudflare pause is
   checked in process before this script runs (see redis.ts).
 
-  Input (numkeys = 3 + 2 x n for n requests; every key carries the identity's hash tag, so one slot):
+  Input (numkeys = 4 + 2 x n for n requests; every key carries the identity's hash tag, so one slot):
     KEYS[1]  identity pause      STRING, PTTL = remaining pause
     KEYS[2]  global window       ZSET: the identity's admissions that still count, slot id -> when they stop
                                  counting (ms): a window past their answer; while in flight, a timeout past it
@@ -13,9 +13,11 @@
                                  "r" the token is revoked, "u:<routeKey>" the route needs a token, "g:<major>"
                                  the webhook is gone, "c:<major>" the channel or guild is closed to the token,
                                  "f:<routeKey>|<major>|<target>" this exact target is forbidden
+    KEYS[4]  any sublimit        STRING, PTTL = the longest sublimit delay of the identity (learn.lua keeps it):
+                                 while it is absent no request's own sublimit key needs reading
     then for each request i (from 0):
-    KEYS[4 + 2i]  sublimit       STRING, PTTL = remaining delay for this route, major parameter and tag
-    KEYS[5 + 2i]  route -> hash  STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
+    KEYS[5 + 2i]  sublimit       STRING, PTTL = remaining delay for this route, major parameter and tag
+    KEYS[6 + 2i]  route -> hash  STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
                                  limited without rate-limit headers (admitted as an unknown bucket)
 
     ARGV[1]  bucket key base     e.g. "drlp:{identity}:bucket:"; the bucket key is this plus
@@ -41,33 +43,63 @@
                               7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs,
                               and a fourth element, the code of Discord's answer that set the mark);
                               waitMs rounded up so nobody is woken early
+
+  Cost: a run reads what its requests share once (pause, marks, sublimits, the global window, each route's hash,
+  each bucket) and writes each bucket it changed and the new global slots once at its end, so a batch of requests
+  on few buckets costs a few commands per bucket, not eight per request.
 ]]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
-local pauseKey, gslotsKey, badKey = KEYS[1], KEYS[2], KEYS[3]
-local base, windowMs, timeoutArg, idleMs = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local probePoll, stalledArg = tonumber(ARGV[5]), ARGV[6]
+local pauseKey, gslotsKey, badKey, subsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local base, windowMs, timeout, idleMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local probePoll, stalledMs = tonumber(ARGV[5]), tonumber(ARGV[6])
 
--- What is the same for every request of the run (one identity, one `now`) is read once: the identity's pause,
--- its global window's count, and a prefix for the slot ids that no other run used.
-local slotsTaken = 0
+-- What is the same for every request of the run (one identity, one `now`) is read once, when first needed.
+local anyMarks = nil
+local anySublimit = nil
 local pausedMs = nil
 local globalCount = nil
 local slotPrefix = nil
 local slotsUntil = nil
+local newSlots = {} -- score, member, ... for one ZADD at the end
+local routes = {} -- route key name -> its hash (false when absent)
+local buckets = {} -- bucket key -> state, read once, changed in place
+local changed = {} -- bucket keys to write back at the end, in order
+
+local function bucket(key)
+  local s = buckets[key]
+  if s then return s end
+  local f = redis.call('HMGET', key, 'l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u')
+  s = {
+    l = tonumber(f[1]),
+    r = tonumber(f[2]) or 0,
+    t = tonumber(f[3]) or 0,
+    f = f[4] == '1',
+    b = tonumber(f[5]) or 0,
+    p = tonumber(f[6]) or 0,
+    w = tonumber(f[7]) or 0,
+    i = tonumber(f[8]) or 0,
+    u = tonumber(f[9]) or 0,
+  }
+  buckets[key] = s
+  return s
+end
 
 local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target)
   local globalLimit = tonumber(globalLimitArg)
 
   -- In the order of MARK_SCOPES (types.ts), each with its wait reason.
-  local marks = redis.call('HMGET', badKey, 'r', 'u:' .. routeKey, 'g:' .. major, 'c:' .. major,
-    'f:' .. routeKey .. '|' .. major .. '|' .. target)
-  local markReasons = {7, 7, 8, 9, 9}
-  for i = 1, 5 do
-    if marks[i] then
-      local expires, code = string.match(marks[i], '^([^:]+):(%d+)$')
-      expires = tonumber(expires)
-      if expires and expires > now then return {0, markReasons[i], math.ceil(expires - now), tonumber(code)} end
+  if anyMarks == nil then anyMarks = redis.call('EXISTS', badKey) == 1 end
+  if anyMarks then
+    local marks = redis.call('HMGET', badKey, 'r', 'u:' .. routeKey, 'g:' .. major, 'c:' .. major,
+      'f:' .. routeKey .. '|' .. major .. '|' .. target)
+    local markReasons = {7, 7, 8, 9, 9}
+    for i = 1, 5 do
+      if marks[i] then
+        local expires, code = string.match(marks[i], '^([^:]+):(%d+)$')
+        expires = tonumber(expires)
+        if expires and expires > now then return {0, markReasons[i], math.ceil(expires - now), tonumber(code)} end
+      end
     end
   end
 
@@ -75,12 +107,17 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
     if pausedMs == nil then pausedMs = redis.call('PTTL', pauseKey) end
     if pausedMs > 0 then return {0, 6, pausedMs} end
   end
-  local sublimited = redis.call('PTTL', subKey)
-  if sublimited > 0 then return {0, 4, sublimited} end
+  if anySublimit == nil then anySublimit = redis.call('PTTL', subsKey) > 0 end
+  if anySublimit then
+    local sublimited = redis.call('PTTL', subKey)
+    if sublimited > 0 then return {0, 4, sublimited} end
+  end
 
-  local timeout = tonumber(timeoutArg)
-  local stalledMs = tonumber(stalledArg)
-  local hash = redis.call('GET', routeKeyName)
+  local hash = routes[routeKeyName]
+  if hash == nil then
+    hash = redis.call('GET', routeKeyName)
+    routes[routeKeyName] = hash
+  end
   local suffix = ''
   local bucketKey = nil
   local s = nil
@@ -90,18 +127,7 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
     if not hash or hash == '!' then hash = 'unk:' .. routeKey end
     suffix = hash .. '|' .. major
     bucketKey = base .. suffix
-    local f = redis.call('HMGET', bucketKey, 'l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u')
-    s = {
-      l = tonumber(f[1]),
-      r = tonumber(f[2]) or 0,
-      t = tonumber(f[3]) or 0,
-      f = f[4] == '1',
-      b = tonumber(f[5]) or 0,
-      p = tonumber(f[6]) or 0,
-      w = tonumber(f[7]) or 0,
-      i = tonumber(f[8]) or 0,
-      u = tonumber(f[9]) or 0,
-    }
+    s = bucket(bucketKey)
     if now < s.u then inflight = s.i end
 
     -- checkBucket
@@ -111,8 +137,8 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
       -- The hash is known (another major parameter taught it) but this bucket has no state yet: if this major
       -- parameter's probe from before the hash was known is still out, it answers first (memory.ts probeBeforeHash).
       if string.sub(hash, 1, 4) ~= 'unk:' then
-        local early = tonumber(redis.call('HGET', base .. 'unk:' .. routeKey .. '|' .. major, 'p'))
-        if early and early > now then return {0, 2, math.ceil(math.min(probePoll, early - now))} end
+        local early = bucket(base .. 'unk:' .. routeKey .. '|' .. major).p
+        if early > now then return {0, 2, math.ceil(math.min(probePoll, early - now))} end
       end
     else
       if s.f then
@@ -139,21 +165,22 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
       globalCount = redis.call('ZCARD', gslotsKey)
     end
     if globalCount >= globalLimit then
-      -- Still in flight, the soonest slot's end is unknown but at least a window away (memory.ts globalWait).
-      local soonest = redis.call('ZRANGE', gslotsKey, 0, 0, 'WITHSCORES')
-      return {0, 5, math.ceil(math.min(tonumber(soonest[2]) - now, tonumber(windowMs)))}
+      -- Still in flight, the soonest slot's end is unknown but at least a window away (memory.ts globalWait). Slots
+      -- taken in this run are not written yet; they end last, so they are the soonest only when alone.
+      local soonest = tonumber(redis.call('ZRANGE', gslotsKey, 0, 0, 'WITHSCORES')[2]) or slotsUntil
+      return {0, 5, math.ceil(math.min(soonest - now, windowMs))}
     end
     -- Unique within this run by its count (every admission of one run has the same `now`); the prefix check covers
     -- a run of another replica in the same microsecond.
     if slotPrefix == nil then
       slotPrefix = string.format('%.3f', now)
       while redis.call('ZSCORE', gslotsKey, slotPrefix .. '.1') do slotPrefix = slotPrefix .. '+' end
+      slotsUntil = now + timeout + windowMs
     end
-    slotsTaken = slotsTaken + 1
-    slot = slotPrefix .. '.' .. slotsTaken
-    slotsUntil = now + timeout + tonumber(windowMs)
-    redis.call('ZADD', gslotsKey, slotsUntil, slot)
     globalCount = globalCount + 1
+    slot = slotPrefix .. '.' .. (#newSlots / 2 + 1)
+    newSlots[#newSlots + 1] = slotsUntil
+    newSlots[#newSlots + 1] = slot
   end
 
   -- Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
@@ -172,21 +199,33 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
       s.i, s.u = inflight + 1, now + timeout
     end
     window = s.w
-    local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p, 'w', s.w, 'i', s.i, 'u', s.u}
-    if s.l ~= nil then
-      table.insert(fields, 'l')
-      table.insert(fields, s.l)
+    if not s.changed then
+      s.changed = true
+      changed[#changed + 1] = bucketKey
     end
-    redis.call('HSET', bucketKey, unpack(fields))
-    redis.call('PEXPIRE', bucketKey, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + tonumber(idleMs)))
   end
   return {1, suffix, probe, window, slot}
 end
 
 local replies = {}
-for i = 0, (#KEYS - 3) / 2 - 1 do
-  replies[i + 1] = admit(KEYS[4 + 2 * i], KEYS[5 + 2 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i], ARGV[9 + 4 * i],
+for i = 0, (#KEYS - 4) / 2 - 1 do
+  replies[i + 1] = admit(KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i], ARGV[9 + 4 * i],
     ARGV[10 + 4 * i])
 end
-if slotsUntil then redis.call('PEXPIRE', gslotsKey, math.ceil(slotsUntil - now)) end
+
+for _, key in ipairs(changed) do
+  local s = buckets[key]
+  local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p, 'w', s.w, 'i', s.i, 'u', s.u}
+  if s.l ~= nil then
+    fields[#fields + 1] = 'l'
+    fields[#fields + 1] = s.l
+  end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('PEXPIRE', key, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + idleMs))
+end
+-- At most REDIS_BATCH_MAX (1000) pairs: well within what unpack can pass.
+if #newSlots > 0 then
+  redis.call('ZADD', gslotsKey, unpack(newSlots))
+  redis.call('PEXPIRE', gslotsKey, math.ceil(slotsUntil - now))
+end
 return replies

@@ -4,14 +4,15 @@
   back together): remembers the route's bucket hash, releases the probe, takes the request out of its bucket's and
   its global window's requests in flight, delays a sublimit, and updates the bucket's counters.
 
-  Input (numkeys = 1 + 4 x n for n answers; every key carries the identity's hash tag, so one slot):
+  Input (numkeys = 2 + 4 x n for n answers; every key carries the identity's hash tag, so one slot):
     KEYS[1]  global window        ZSET: slot id -> when it stops counting (only used when the slot is not "")
+    KEYS[2]  any sublimit         STRING, PX = the longest sublimit delay of the identity (admit.lua reads it first)
     then for each answer i (from 0):
-    KEYS[2 + 4i]  route -> hash   STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
+    KEYS[3 + 4i]  route -> hash   STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
                                   limited without rate-limit headers
-    KEYS[3 + 4i]  admitted bucket HASH: the bucket admit() gave this request (only used when `ended` is not "")
-    KEYS[4 + 4i]  target bucket   HASH: the bucket the response describes (only used when `targetKind` is not "")
-    KEYS[5 + 4i]  sublimit        STRING with PX (only written when `subMs` is not "")
+    KEYS[4 + 4i]  admitted bucket HASH: the bucket admit() gave this request (only used when `ended` is not "")
+    KEYS[5 + 4i]  target bucket   HASH: the bucket the response describes (only used when `targetKind` is not "")
+    KEYS[6 + 4i]  sublimit        STRING with PX (only written when `subMs` is not "")
     Unused keys are passed as another key of the same identity.
 
     ARGV[1]  reset margin, ms
@@ -35,55 +36,27 @@
 
   Output:
     1
+
+  Cost: as in admit.lua, each bucket and route mapping is read once and written once per run, and the global slots
+  are redated (ZADD XX) and given back (ZREM) in one command each.
 ]]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
-local gslotsKey = KEYS[1]
-local marginMs, mappingMs, idleMs, windowMs = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local gslotsKey, subsKey = KEYS[1], KEYS[2]
+local marginMs, mappingMs, idleMs, windowMs = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local function learn(routeKeyName, admittedKey, targetKey, subKey, mapping, hashArg, ended, targetKind, subMs,
-    limitArg, remainingArg, resetArg, blockArg, window, slot, unsent, serviceMs)
-  local hash = hashArg
-  local blockMs = tonumber(blockArg)
+local redated = {} -- score, slot, ... for one ZADD XX at the end
+local unsentSlots = {} -- slots for one ZREM at the end
+local routes = {} -- route key name -> {value, px}: the mapping to write at the end
+local buckets = {} -- bucket key -> state, read once, changed in place
+local changed = {} -- bucket keys to write back at the end, in order
 
-  if slot ~= '' and redis.call('ZSCORE', gslotsKey, slot) then
-    if unsent == '1' then
-      redis.call('ZREM', gslotsKey, slot)
-    else
-      redis.call('ZADD', gslotsKey, now - (tonumber(serviceMs) or 0) + tonumber(windowMs), slot)
-    end
-  end
-
-  -- A mapping lives at least as long as the block it leads to (memory.ts learn).
-  local mappedMs = tonumber(mappingMs) + math.ceil(blockMs or 0)
-  if mapping == 'h' then
-    redis.call('SET', routeKeyName, hash, 'PX', mappedMs)
-  elseif mapping == '!' then
-    redis.call('SET', routeKeyName, '!', 'PX', mappedMs)
-  elseif mapping == 'u' and redis.call('GET', routeKeyName) ~= '!' then
-    redis.call('SET', routeKeyName, '', 'PX', mappedMs)
-  end
-
-  if ended == 'p' and redis.call('HEXISTS', admittedKey, 'r') == 1 and redis.call('HEXISTS', admittedKey, 'l') == 0 then
-    -- A probe that found no limits leaves nothing to keep; one that did is converted in place below.
-    if hash ~= '' and admittedKey == targetKey then
-      redis.call('HSET', admittedKey, 'p', 0)
-    else
-      redis.call('DEL', admittedKey)
-    end
-  elseif ended == 'c' and (tonumber(redis.call('HGET', admittedKey, 'i')) or 0) > 0 then
-    redis.call('HINCRBY', admittedKey, 'i', -1)
-  end
-
-  if subMs ~= '' then
-    local ms = math.ceil(tonumber(subMs))
-    if ms > 0 and ms > redis.call('PTTL', subKey) then redis.call('SET', subKey, '1', 'PX', ms) end
-  end
-
-  if targetKind == '' then return end
-  local f = redis.call('HMGET', targetKey, 'l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u')
-  if not f[2] and hash == '' then return end
-  local s = {
+local function bucket(key)
+  local s = buckets[key]
+  if s then return s end
+  local f = redis.call('HMGET', key, 'l', 'r', 't', 'f', 'b', 'p', 'w', 'i', 'u')
+  s = {
+    exists = f[2] ~= false,
     l = tonumber(f[1]),
     r = tonumber(f[2]) or 0,
     t = tonumber(f[3]) or 0,
@@ -94,12 +67,95 @@ local function learn(routeKeyName, admittedKey, targetKey, subKey, mapping, hash
     i = tonumber(f[8]) or 0,
     u = tonumber(f[9]) or 0,
   }
+  buckets[key] = s
+  return s
+end
+
+local function change(key, s)
+  s.exists = true
+  if not s.changed then
+    s.changed = true
+    changed[#changed + 1] = key
+  end
+end
+
+local function mapRoute(key, value, px)
+  routes[key] = {value, px}
+end
+
+local function mappedRoute(key)
+  local pending = routes[key]
+  if pending then return pending[1] end
+  return redis.call('GET', key)
+end
+
+local function learn(routeKeyName, admittedKey, targetKey, subKey, mapping, hashArg, ended, targetKind, subMs,
+    limitArg, remainingArg, resetArg, blockArg, window, slot, unsent, serviceMs)
+  local hash = hashArg
+  local blockMs = tonumber(blockArg)
+
+  if slot ~= '' then
+    if unsent == '1' then
+      unsentSlots[#unsentSlots + 1] = slot
+    else
+      redated[#redated + 1] = now - (tonumber(serviceMs) or 0) + windowMs
+      redated[#redated + 1] = slot
+    end
+  end
+
+  -- A mapping lives at least as long as the block it leads to (memory.ts learn).
+  local mappedMs = mappingMs + math.ceil(blockMs or 0)
+  if mapping == 'h' then
+    mapRoute(routeKeyName, hash, mappedMs)
+  elseif mapping == '!' then
+    mapRoute(routeKeyName, '!', mappedMs)
+  elseif mapping == 'u' and mappedRoute(routeKeyName) ~= '!' then
+    mapRoute(routeKeyName, '', mappedMs)
+  end
+
+  if ended == 'p' then
+    local a = bucket(admittedKey)
+    if a.exists and a.l == nil then
+      -- A probe that found no limits leaves nothing to keep; one that did is converted in place below.
+      if hash ~= '' and admittedKey == targetKey then
+        a.p = 0
+        change(admittedKey, a)
+      else
+        -- From here on the run sees the bucket as absent, as Redis will.
+        a.l, a.r, a.t, a.f, a.b, a.p, a.w, a.i, a.u = nil, 0, 0, false, 0, 0, 0, 0, 0
+        a.deleted = true
+        a.exists = false
+        if not a.changed then
+          a.changed = true
+          changed[#changed + 1] = admittedKey
+        end
+      end
+    end
+  elseif ended == 'c' then
+    local a = bucket(admittedKey)
+    if a.i > 0 then
+      a.i = a.i - 1
+      change(admittedKey, a)
+    end
+  end
+
+  if subMs ~= '' then
+    local ms = math.ceil(tonumber(subMs))
+    if ms > 0 and ms > redis.call('PTTL', subKey) then
+      redis.call('SET', subKey, '1', 'PX', ms)
+      if ms > redis.call('PTTL', subsKey) then redis.call('SET', subsKey, '1', 'PX', ms) end
+    end
+  end
+
+  if targetKind == '' then return end
+  local s = bucket(targetKey)
+  if not s.exists and hash == '' then return end
 
   -- learnBucket: never raises `remaining` above what we counted ourselves, never moves a known end earlier.
   if blockMs then s.b = math.max(s.b, now + blockMs) end
   local limit, remaining, resetAfter = tonumber(limitArg), tonumber(remainingArg), tonumber(resetArg)
   if limit and remaining and resetAfter then
-    local reset = now + resetAfter + tonumber(marginMs)
+    local reset = now + resetAfter + marginMs
     local same = targetKind == 's' and tonumber(window) == s.w
     if s.l == nil then
       s.l, s.r, s.t, s.f, s.p = limit, remaining, reset, false, 0
@@ -115,19 +171,32 @@ local function learn(routeKeyName, admittedKey, targetKey, subKey, mapping, hash
       -- Otherwise the answer belongs to an earlier window: it says nothing about the current one.
     end
   end
-
-  local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p, 'w', s.w, 'i', s.i, 'u', s.u}
-  if s.l ~= nil then
-    table.insert(fields, 'l')
-    table.insert(fields, s.l)
-  end
-  redis.call('HSET', targetKey, unpack(fields))
-  redis.call('PEXPIRE', targetKey, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + idleMs))
+  change(targetKey, s)
 end
 
-for i = 0, (#KEYS - 1) / 4 - 1 do
-  local k, a = 2 + 4 * i, 5 + 13 * i
+for i = 0, (#KEYS - 2) / 4 - 1 do
+  local k, a = 3 + 4 * i, 5 + 13 * i
   learn(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
     ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12])
+end
+
+-- At most REDIS_BATCH_MAX (1000) answers: well within what unpack can pass.
+if #redated > 0 then redis.call('ZADD', gslotsKey, 'XX', unpack(redated)) end
+if #unsentSlots > 0 then redis.call('ZREM', gslotsKey, unpack(unsentSlots)) end
+for key, mapping in pairs(routes) do
+  redis.call('SET', key, mapping[1], 'PX', mapping[2])
+end
+for _, key in ipairs(changed) do
+  local s = buckets[key]
+  if s.deleted then redis.call('DEL', key) end
+  if s.exists then
+    local fields = {'r', s.r, 't', s.t, 'f', s.f and 1 or 0, 'b', s.b, 'p', s.p, 'w', s.w, 'i', s.i, 'u', s.u}
+    if s.l ~= nil then
+      fields[#fields + 1] = 'l'
+      fields[#fields + 1] = s.l
+    end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('PEXPIRE', key, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + idleMs))
+  end
 end
 return 1
