@@ -370,7 +370,7 @@ export class Scheduler {
 
   /**
    * Asks the store for the queue's head requests until one has to wait. While every head asked is admitted, the
-   * next round asks for twice as many, up to FAST_ASKS (with Redis they go as one batched script call, decided in
+   * next round asks for twice as many, up to MOST_AHEAD (with Redis they go as one batched script call, decided in
    * order), so a flowing queue admits several requests per round trip instead of one; after a wait it asks for
    * one again, so a queue behind an empty bucket costs one ask per wake. Admissions are interchangeable within a
    * queue (same identity, route, major parameter and sublimit tag): each goes to whoever is at the head when it
@@ -385,7 +385,7 @@ export class Scheduler {
         const results = await Promise.all(asked.map((ticket) => this.ask(ticket)));
         let next: Next = 'ask';
         const flowing = results.every((r) => !(r instanceof Error) && r.ok);
-        queue.ahead = flowing ? Math.min(queue.ahead * 2, FAST_ASKS) : 1;
+        queue.ahead = flowing ? Math.min(queue.ahead * 2, MOST_AHEAD) : 1;
         for (let i = 0; i < results.length; i++) {
           const result = results[i]!;
           // Once the queue must wait, the answers decided after that one are not used: given back at once.
@@ -558,8 +558,14 @@ export interface QueueView {
   readonly waitMs: number;
 }
 
-/** Fast-path asks allowed in flight per queue before newcomers queue behind them, and heads a queue asks for at once. */
+/** Fast-path asks allowed in flight per queue before newcomers queue behind them. */
 const FAST_ASKS = 8;
+/**
+ * Most heads a flowing queue asks for at once: Redis's default batch, so one hot queue (an unbucketed route, a
+ * roomy bucket) admits a batch per round trip instead of being held to a few per round trip. The doubling from one
+ * keeps a queue behind a full bucket from asking for more than it can get.
+ */
+const MOST_AHEAD = 64;
 
 /** What a queue does after one answer of the store (see Scheduler.apply). */
 type Next = 'ask' | 'waits' | 'stop';

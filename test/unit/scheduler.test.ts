@@ -192,10 +192,10 @@ describe('Scheduler on fake time', () => {
     await advanceTo(100);
     const results = await Promise.all(held);
     expect(results.every((r) => r.ok)).toBe(true);
-    // 8 on the fast path and the queue's first head at 0 ms, then 2, 4, 8, 8, 8 and the last one per round trip
-    // of 10 ms: the last of 40 at 70 ms (one head at a time, it would be 330 ms).
-    expect(most).toBe(9);
-    expect(Math.max(...results.map((r) => r.at))).toBe(70);
+    // 8 on the fast path and the queue's first head at 0 ms, then 2, 4, 8, 16 and the last one per round trip of
+    // 10 ms: the last of 40 at 60 ms (one head at a time, it would be 330 ms).
+    expect(most).toBe(16);
+    expect(Math.max(...results.map((r) => r.at))).toBe(60);
   });
 
   it('ends only the held request whose exact target is forbidden, not the queue behind it', async () => {
