@@ -1,13 +1,13 @@
 /**
- * The goals the benchmark checks (issue 6 §3, issue 10), each with the figure it read and a PASS/FAIL verdict,
+ * The goals the benchmark checks (issue 6 §3, issue 10, issue 13), each with the figure it read and a PASS/FAIL verdict,
  * or SKIP when the run that gives the figure was not part of this benchmark.
  */
 import { GLOBAL_LIMIT } from './cases/efficiency.js';
 import { LATENCY_DROP } from './cases/latency-drop.js';
-import { ROUTES } from './cases/overhead.js';
+import { LOW_LOAD, ROUTES } from './cases/overhead.js';
 import { HELD } from './cases/scale.js';
-import { fix, int, mb } from './lib/format.js';
-import { label, type Session } from './lib/session.js';
+import { fix, int, mb, ratio } from './lib/format.js';
+import { label, redisPerRequest, type Session } from './lib/session.js';
 import { TOKENS20 } from './lib/workloads.js';
 import type { Results } from './report.js';
 
@@ -99,6 +99,7 @@ export function goals(s: Session, res: Results): Goal[] {
       detail: `bucketed @64: ${fix(admits, 2)} admit calls/req; all script calls ${fix(scripts, 2)}/req (admit + learn)`,
     });
   }
+  list.push(...redisGoals(s));
   if (res.held) {
     const hd = res.held;
     list.push({
@@ -106,6 +107,59 @@ export function goals(s: Session, res: Results): Goal[] {
       value: hd.rssHeld / 1024 / 1024,
       pass: hd.reached >= HELD && hd.rssHeld < 200 * 1024 * 1024,
       detail: `${int(hd.reached)} held, RSS ${mb(hd.rssHeld)} (+${mb(hd.rssHeld - hd.rssBefore)} over idle)`,
+    });
+  }
+  return list;
+}
+
+/**
+ * Issue 13: Redis mode's cost. Throughput against the bare pass-through on both CPU-bound routes and with 60 ms
+ * upstream latency at 256 in flight, script calls per forwarded request for one hot token (one replica and
+ * three), and the median latency the proxy adds when it is not busy. The figures for three replicas and for the
+ * in-process proxy are in the details, to read beside the goal.
+ */
+function redisGoals(s: Session): Goal[] {
+  const list: Goal[] = [];
+  const rec = (group: string, target: string, route: string, concurrency: number, replicas = 1) =>
+    s.find(group, target, route, concurrency, replicas)?.rec;
+  const tpRatio = (group: string, route: string, concurrency: number, replicas: number) =>
+    (rec(group, 'proxy-redis', route, concurrency, replicas)?.load.throughput ?? Number.NaN) /
+    (rec(group, 'bare', route, concurrency)?.load.throughput ?? Number.NaN);
+  const verdict = (value: number, ok: (v: number) => boolean) => ({
+    value: Number.isFinite(value) ? value : undefined,
+    pass: Number.isFinite(value) ? ok(value) : undefined,
+  });
+  const throughput: Array<[string, string, number, number, string]> = [
+    ['overhead-cpu', 'unbucketed', 64, 0.85, 'CPU-bound'],
+    ['overhead-cpu', 'bucketed', 64, 0.85, 'CPU-bound'],
+    ['overhead-latency', 'bucketed', 256, 0.95, '60 ms upstream'],
+  ];
+  for (const [group, route, concurrency, bound, what] of throughput) {
+    list.push({
+      name: `Redis ×1 ≥ ${bound}× bare, ${route}, ${what} (issue 13)`,
+      ...verdict(tpRatio(group, route, concurrency, 1), (v) => v >= bound),
+      detail: `${group} @${concurrency}; Redis ×3 ${ratio(tpRatio(group, route, concurrency, 3))} bare`,
+    });
+  }
+  for (const replicas of [1, 3]) {
+    for (const route of ROUTES) {
+      const r = rec('overhead-cpu', 'proxy-redis', route, 64, replicas);
+      const per = r ? redisPerRequest(r) : undefined;
+      list.push({
+        name: `Redis ×${replicas} ≤ 0.5 Redis calls per proxied request, one hot token, ${route} (issue 13)`,
+        ...verdict(per?.calls ?? Number.NaN, (v) => v <= 0.5),
+        detail: `overhead-cpu @64: ${fix(per?.calls, 2)} script calls/req, ${fix(per?.commands, 1)} commands/req, ${fix(r?.targetCpuUsPerRequest, 0)} proxy CPU µs/req`,
+      });
+    }
+  }
+  const p50 = (target: string, route: string, replicas = 1) =>
+    rec('overhead-low', target, route, LOW_LOAD.concurrency, replicas)?.load.latency.p50 ?? Number.NaN;
+  for (const route of ROUTES) {
+    const added = (target: string, replicas = 1) => p50(target, route, replicas) - p50('bare', route);
+    list.push({
+      name: `Redis ×1 adds ≤ 1 ms to the p50 of bare at low load, ${route} (issue 13)`,
+      ...verdict(added('proxy-redis'), (v) => v <= 1),
+      detail: `overhead-low @${LOW_LOAD.concurrency}, ms: bare p50 ${fix(p50('bare', route), 2)}; added: Redis ×3 ${fix(added('proxy-redis', 3), 2)}, in-process ${fix(added('proxy-memory'), 2)}`,
     });
   }
   return list;

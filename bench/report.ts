@@ -4,13 +4,20 @@
  */
 import type { EfficiencyRow } from './cases/efficiency.js';
 import { LATENCY_DROP, type LatencyDropRow } from './cases/latency-drop.js';
-import { OVERHEAD_TARGETS, ROUTES } from './cases/overhead.js';
+import { LOW_LOAD, OVERHEAD_TARGETS, type OverheadGroup, ROUTES } from './cases/overhead.js';
 import type { BucketsResult, HeldResult, MixedExtra } from './cases/scale.js';
 import { goals } from './goals.js';
 import { fix, int, mb, ratio, rounded, table } from './lib/format.js';
 import { startFlags } from './lib/harness.js';
 import type { Machine } from './lib/machine.js';
-import { DISTURBED_CORES, label, MAX_REPAIRS, type Run, type Session } from './lib/session.js';
+import {
+  DISTURBED_CORES,
+  label,
+  MAX_REPAIRS,
+  redisPerRequest,
+  type Session,
+  setupLabel,
+} from './lib/session.js';
 import { HOLD_CHANNELS, MIXED_CHANNELS, MIXED_TOKENS, TOKENS20 } from './lib/workloads.js';
 
 /** What the cases returned besides the runs they recorded in the session. */
@@ -23,33 +30,28 @@ export interface Results {
   held?: HeldResult;
 }
 
-/** Script calls (admit, learn…) plus any other command the proxy sent, per request that reached the fake. */
-function redisCallsPerRequest(r: Run['rec']): string {
-  if (!r.redisCommands || r.fake.arrivals === 0) return '-';
-  const calls = (r.redisCommands.evalsha ?? 0) + (r.redisCommands.eval ?? 0);
-  return calls === 0 ? '-' : fix(calls / r.fake.arrivals, 2);
-}
-
 function overheadTable(s: Session, group: string, concurrency: number): string | undefined {
   const rows: string[][] = [];
   for (const workload of ROUTES) {
     const bare = s.find(group, 'bare', workload, concurrency);
-    for (const target of OVERHEAD_TARGETS) {
-      const run = s.find(group, target, workload, concurrency);
+    for (const { kind, replicas } of OVERHEAD_TARGETS) {
+      const run = s.find(group, kind, workload, concurrency, replicas);
       if (!run) continue;
       const r = run.rec;
       const bad = Object.entries(r.load.statuses)
         .filter(([s]) => !s.startsWith('2'))
         .reduce((a, [, n]) => a + n, 0);
+      const redis = redisPerRequest(r);
       rows.push([
         workload,
-        label(target),
+        setupLabel(kind, replicas),
         fix(r.load.throughput, 0),
         fix(r.load.latency.p50, 2),
         fix(r.load.latency.p99, 2),
         r.targetCpuUsPerRequest === undefined ? '-' : fix(r.targetCpuUsPerRequest, 0),
-        redisCallsPerRequest(r),
-        target === 'direct' || !bare ? '-' : ratio(r.load.throughput / bare.rec.load.throughput),
+        redis ? fix(redis.calls, 2) : '-',
+        redis ? fix(redis.commands, 1) : '-',
+        kind === 'direct' || !bare ? '-' : ratio(r.load.throughput / bare.rec.load.throughput),
         String(bad + Object.values(r.load.errors).reduce((a, b) => a + b, 0)),
         String(Object.values(r.fake.limited).reduce((a, b) => a + b, 0)),
         `${fix((r.cpuCores.loadgen ?? 0) * 100, 0)}%`,
@@ -67,6 +69,7 @@ function overheadTable(s: Session, group: string, concurrency: number): string |
       'p99 ms',
       'target CPU µs/req',
       'Redis calls/req',
+      'Redis cmds/req',
       'vs bare',
       'non-2xx',
       '429@fake',
@@ -75,6 +78,92 @@ function overheadTable(s: Session, group: string, concurrency: number): string |
     ],
     rows,
   );
+}
+
+/** The overhead tables, in the order they are printed: case, concurrency, title. */
+const OVERHEAD_TABLES: ReadonlyArray<readonly [OverheadGroup, number, string]> = [
+  ['overhead-cpu', 64, 'Overhead, CPU-bound: fake latency none, 64 concurrent'],
+  ['overhead-latency', 32, 'Overhead, realistic latency: fake log-normal (GET median 60 ms), 32 concurrent'],
+  [
+    'overhead-latency',
+    256,
+    'Overhead, realistic latency: fake log-normal (GET median 60 ms), 256 concurrent',
+  ],
+  [
+    'overhead-low',
+    LOW_LOAD.concurrency,
+    `Overhead, low load: fake answers after a fixed ${LOW_LOAD.latencyMs} ms, ${LOW_LOAD.concurrency} concurrent`,
+  ],
+];
+
+function overheadSections(s: Session): string[] {
+  const out: string[] = [];
+  const w = s.windows;
+  let explained = false;
+  for (const [group, concurrency, title] of OVERHEAD_TABLES) {
+    const t = overheadTable(s, group, concurrency);
+    if (!t) continue;
+    const ms = group === 'overhead-cpu' ? w.cpu : group === 'overhead-low' ? w.low : w.latency;
+    const rounds = group === 'overhead-cpu' ? s.settings.rounds.cpu : s.settings.rounds.latency;
+    const best = `, ${rounds > 1 ? `best of ${rounds} interleaved rounds` : 'one round'}${s.settings.quick ? '' : `, runs disturbed by other load re-run up to ${MAX_REPAIRS} times`}`;
+    out.push('', `${title} (${ms / 1000} s after ${w.warmup / 1000} s warm-up${best})`, t);
+    const run = (target: string, route: string, replicas = 1) =>
+      s.find(group, target, route, concurrency, replicas)?.rec;
+    const tp = (target: string, route: string, replicas = 1) =>
+      run(target, route, replicas)?.load.throughput ?? Number.NaN;
+    const cpu = (target: string, route: string, replicas = 1) =>
+      run(target, route, replicas)?.targetCpuUsPerRequest ?? Number.NaN;
+    const lines: string[] = [];
+    for (const r of ROUTES) {
+      lines.push(
+        `  ${r}: proxy/bare ${ratio(tp('proxy-memory', r) / tp('bare', r))}, redis/bare ${ratio(tp('proxy-redis', r) / tp('bare', r))}, ` +
+          `redis×3/bare ${ratio(tp('proxy-redis', r, 3) / tp('bare', r))}, ` +
+          `proxy/discordjs ${ratio(tp('proxy-memory', r) / tp('discordjs', r))}, redis/discordjs ${ratio(tp('proxy-redis', r) / tp('discordjs', r))}, ` +
+          `proxy/direct ${ratio(tp('proxy-memory', r) / tp('direct', r))}`,
+      );
+    }
+    out.push(
+      `(other CPU: CPU that processes outside the benchmark used during the run, in % of a core; ! = over ${DISTURBED_CORES * 100}%)`,
+    );
+    // The per-request columns are new to most readers of these tables: said once, under the first of them.
+    if (!explained) {
+      explained = true;
+      out.push(
+        '(target CPU µs/req: CPU of the target’s processes per 2xx, the three replicas together for ×3; Redis calls/req:',
+        ' EVALSHA + EVAL calls per request that reached the fake; Redis cmds/req: every command Redis ran, those inside',
+        ' the scripts too, per such request; both from INFO commandstats at the start and end of the window)',
+      );
+    }
+    out.push('Ratios of ok req/s, same run:', ...lines);
+    if (group === 'overhead-cpu') {
+      const cpuLines = ROUTES.map(
+        (r) =>
+          `  ${r}: proxy ${ratio(cpu('bare', r) / cpu('proxy-memory', r))}, redis ${ratio(cpu('bare', r) / cpu('proxy-redis', r))}, ` +
+          `redis×3 ${ratio(cpu('bare', r) / cpu('proxy-redis', r, 3))}, ` +
+          `proxy/discordjs ${ratio(cpu('discordjs', r) / cpu('proxy-memory', r))}`,
+      );
+      out.push(
+        'Ratios of CPU per request (bare µs/req ÷ target µs/req: the throughput ratio if each target had its cores to itself):',
+        ...cpuLines,
+      );
+    }
+    if (group === 'overhead-low') {
+      const p50 = (target: string, route: string, replicas = 1) =>
+        run(target, route, replicas)?.load.latency.p50 ?? Number.NaN;
+      const added = (target: string, route: string, replicas = 1) => {
+        const ms = p50(target, route, replicas) - p50('bare', route);
+        return Number.isFinite(ms) ? `${ms >= 0 ? '+' : ''}${fix(ms, 2)} ms` : 'n/a';
+      };
+      out.push(
+        'p50 added over the bare pass-through:',
+        ...ROUTES.map(
+          (r) =>
+            `  ${r}: in-process ${added('proxy-memory', r)}, Redis ×1 ${added('proxy-redis', r)}, Redis ×3 ${added('proxy-redis', r, 3)}`,
+        ),
+      );
+    }
+  }
+  return out;
 }
 
 export function render(s: Session, res: Results): string {
@@ -90,55 +179,7 @@ export function render(s: Session, res: Results): string {
   out.push(
     `Mode: ${s.settings.quick ? 'quick' : 'full'}${s.settings.only.length ? `, only ${s.settings.only.join(',')}` : ''}${s.settings.pinned ? ', pinned (targets on CPU 1, rest on CPU 0)' : ', unpinned'}; proxy started as \`node ${[...startFlags(), 'dist/main.js'].join(' ')}\` (npm start)`,
   );
-  const groups: Array<[string, number, string]> = [
-    ['overhead-cpu', 64, 'Overhead, CPU-bound: fake latency none, 64 concurrent'],
-    [
-      'overhead-latency',
-      32,
-      'Overhead, realistic latency: fake log-normal (GET median 60 ms), 32 concurrent',
-    ],
-    [
-      'overhead-latency',
-      256,
-      'Overhead, realistic latency: fake log-normal (GET median 60 ms), 256 concurrent',
-    ],
-  ];
-  for (const [group, concurrency, title] of groups) {
-    const t = overheadTable(s, group, concurrency);
-    if (!t) continue;
-    const ms = group === 'overhead-cpu' ? w.cpu : w.latency;
-    const rounds = group === 'overhead-cpu' ? s.settings.rounds.cpu : s.settings.rounds.latency;
-    const best = `, ${rounds > 1 ? `best of ${rounds} interleaved rounds` : 'one round'}${s.settings.quick ? '' : `, runs disturbed by other load re-run up to ${MAX_REPAIRS} times`}`;
-    out.push('', `${title} (${ms / 1000} s after ${w.warmup / 1000} s warm-up${best})`, t);
-    const tp = (target: string, w: string) =>
-      s.find(group, target, w, concurrency)?.rec.load.throughput ?? Number.NaN;
-    const cpu = (target: string, w: string) =>
-      s.find(group, target, w, concurrency)?.rec.targetCpuUsPerRequest ?? Number.NaN;
-    const lines: string[] = [];
-    for (const w of ROUTES) {
-      lines.push(
-        `  ${w}: proxy/bare ${ratio(tp('proxy-memory', w) / tp('bare', w))}, redis/bare ${ratio(tp('proxy-redis', w) / tp('bare', w))}, ` +
-          `proxy/discordjs ${ratio(tp('proxy-memory', w) / tp('discordjs', w))}, redis/discordjs ${ratio(tp('proxy-redis', w) / tp('discordjs', w))}, ` +
-          `proxy/direct ${ratio(tp('proxy-memory', w) / tp('direct', w))}`,
-      );
-    }
-    out.push(
-      `(other CPU: CPU that processes outside the benchmark used during the run, in % of a core; ! = over ${DISTURBED_CORES * 100}%)`,
-      'Ratios of ok req/s, same run:',
-      ...lines,
-    );
-    if (group === 'overhead-cpu') {
-      const cpuLines = ROUTES.map(
-        (w) =>
-          `  ${w}: proxy ${ratio(cpu('bare', w) / cpu('proxy-memory', w))}, redis ${ratio(cpu('bare', w) / cpu('proxy-redis', w))}, ` +
-          `proxy/discordjs ${ratio(cpu('discordjs', w) / cpu('proxy-memory', w))}`,
-      );
-      out.push(
-        'Ratios of CPU per request (bare µs/req ÷ target µs/req: the throughput ratio if each target had its cores to itself):',
-        ...cpuLines,
-      );
-    }
-  }
+  out.push(...overheadSections(s));
 
   if (res.efficiency.length) {
     out.push(
@@ -301,9 +342,7 @@ export function render(s: Session, res: Results): string {
     );
   }
   const lagRows = s.runs
-    .filter(
-      (r) => s.isBest(r) && r.rec.eventLoop && (r.target === 'proxy-memory' || r.target === 'proxy-redis'),
-    )
+    .filter((r) => s.isBest(r) && r.rec.eventLoop && r.target.startsWith('proxy'))
     .map((r) => [
       r.id,
       fix(r.rec.load.throughput, 0),
@@ -313,14 +352,13 @@ export function render(s: Session, res: Results): string {
       fix(r.rec.proxyTiming?.totalMs, 1),
       fix(r.rec.proxyTiming?.holdMs, 1),
       r.rec.targetCpuUsPerRequest === undefined ? '-' : fix(r.rec.targetCpuUsPerRequest, 0),
-      r.target === 'proxy-redis' && r.replicas > 1
-        ? `${fix(
-            Object.entries(r.rec.cpuCores)
-              .filter(([k]) => k.startsWith('proxy'))
-              .reduce((a, [, v]) => a + v, 0) * 100,
-            0,
-          )}% (all)`
-        : `${fix((r.rec.cpuCores[r.target === 'proxy-redis' ? 'proxy-redis-1' : 'proxy-memory'] ?? 0) * 100, 0)}%`,
+      // The run's proxy processes are its only roles named proxy-*: with several replicas, their sum.
+      `${fix(
+        Object.entries(r.rec.cpuCores)
+          .filter(([k]) => k.startsWith('proxy'))
+          .reduce((a, [, v]) => a + v, 0) * 100,
+        0,
+      )}%${r.replicas > 1 ? ' (all)' : ''}`,
     ]);
   if (lagRows.length) {
     out.push(
@@ -345,7 +383,7 @@ export function render(s: Session, res: Results): string {
 
   const g = goals(s, res);
   if (g.length) {
-    out.push('', 'Goals (issue 6 §3):');
+    out.push('', 'Goals (issue 6 §3, issue 10, issue 13):');
     for (const goal of g) {
       const verdict = goal.pass === undefined ? 'SKIP' : goal.pass ? 'PASS' : 'FAIL';
       out.push(
@@ -388,6 +426,8 @@ export function resultsJson(s: Session, res: Results): unknown {
         p50Ms: r.rec.load.latency.p50,
         p99Ms: r.rec.load.latency.p99,
         targetCpuUsPerRequest: r.rec.targetCpuUsPerRequest,
+        redisCallsPerRequest: redisPerRequest(r.rec)?.calls,
+        redisCommandsPerRequest: redisPerRequest(r.rec)?.commands,
         nonOk:
           r.rec.load.ok === 0
             ? undefined

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EFFICIENCY_CASES, efficiency, REPLICA_SETUPS } from './cases/efficiency.js';
 import { latencyDropCase } from './cases/latency-drop.js';
-import { OVERHEAD_TARGETS, overhead } from './cases/overhead.js';
+import { LOW_LOAD, LOW_LOAD_TARGETS, OVERHEAD_TARGETS, overhead } from './cases/overhead.js';
 import { buckets, held, mixed } from './cases/scale.js';
 import { fix } from './lib/format.js';
 import { buildProxy, Harness } from './lib/harness.js';
@@ -38,6 +38,7 @@ const { values } = parseArgs({
 const CASES = [
   'overhead-cpu',
   'overhead-latency',
+  'overhead-low',
   'efficiency.hot',
   'efficiency.global',
   'efficiency.far-reactions',
@@ -120,6 +121,17 @@ async function main(): Promise<void> {
     await attempt('overhead-latency', () =>
       overhead(s, 'overhead-latency', 'lognormal', [32, 256], D.latency, ROUNDS.latency, OVERHEAD_TARGETS),
     );
+    await attempt('overhead-low', () =>
+      overhead(
+        s,
+        'overhead-low',
+        LOW_LOAD.latency,
+        [LOW_LOAD.concurrency],
+        D.low,
+        ROUNDS.latency,
+        LOW_LOAD_TARGETS,
+      ),
+    );
     for (const c of EFFICIENCY_CASES)
       await attempt(`efficiency.${c.name}` as CaseName, async () => {
         res.efficiency.push(...(await efficiency(s, c)));
@@ -140,7 +152,10 @@ async function main(): Promise<void> {
     // On its own, the cost case runs what it reads: the CPU-bound bucketed route through both proxies.
     if (only.length > 0 && selected('cost') && !selected('overhead-cpu')) {
       await attempt('cost', () =>
-        overhead(s, 'overhead-cpu', 'none', [64], D.cpu, ROUNDS.cpu, ['proxy-memory', 'proxy-redis']),
+        overhead(s, 'overhead-cpu', 'none', [64], D.cpu, ROUNDS.cpu, [
+          { kind: 'proxy-memory', replicas: 1 },
+          { kind: 'proxy-redis', replicas: 1 },
+        ]),
       );
     }
   } finally {

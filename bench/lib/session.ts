@@ -12,6 +12,7 @@ export interface Windows {
   readonly warmup: number;
   readonly cpu: number;
   readonly latency: number;
+  readonly low: number;
   readonly hot: number;
   readonly global: number;
   readonly mixed: number;
@@ -39,6 +40,7 @@ export function settings(quick: boolean, only: readonly string[], pinned: boolea
           warmup: 500,
           cpu: 2000,
           latency: 2000,
+          low: 2000,
           hot: 4000,
           global: 3000,
           mixed: 2000,
@@ -49,6 +51,7 @@ export function settings(quick: boolean, only: readonly string[], pinned: boolea
           warmup: 1000,
           cpu: 3000,
           latency: 3000,
+          low: 3000,
           hot: 8000,
           global: 6000,
           mixed: 5000,
@@ -87,6 +90,32 @@ const LABEL: Record<string, string> = {
 /** How a target kind is named in tables. */
 export function label(kind: string): string {
   return LABEL[kind] ?? kind;
+}
+
+/**
+ * Every target kind that keeps its state in Redis, the unbatched variant included: its runs read Redis's
+ * counters (and its CPU), so that commands per request can be shown for each of them.
+ */
+export const usesRedis = (kind: string): boolean => kind.startsWith('proxy-redis');
+
+/** A target as its row is named: Redis modes with their number of replicas (×1, ×3). */
+export function setupLabel(kind: string, replicas: number): string {
+  return usesRedis(kind) ? `${label(kind)} ×${replicas}` : label(kind);
+}
+
+/**
+ * Redis's work per request the proxy forwarded in the window (requests that reached the fake): `calls` are the
+ * script calls (EVALSHA, EVAL), one round trip each however many requests a batch decides; `commands` is every
+ * command Redis executed, those run inside the scripts included (INFO commandstats counts both). Both come from
+ * the difference of INFO commandstats between the window's two snapshots, so with several replicas on one Redis
+ * they are the sum over all of them. Undefined for runs that do not use Redis.
+ */
+export function redisPerRequest(rec: RunRecord): { calls: number; commands: number } | undefined {
+  const c = rec.redisCommands;
+  if (!c || rec.fake.arrivals === 0) return undefined;
+  const calls = (c.evalsha ?? 0) + (c.eval ?? 0);
+  const commands = Object.values(c).reduce((a, b) => a + b, 0);
+  return { calls: calls / rec.fake.arrivals, commands: commands / rec.fake.arrivals };
 }
 
 export function progress(message: string): void {
@@ -129,7 +158,7 @@ export class Session {
 
   /** Runs one load against `target`, keeps it in `runs` and prints a line about it on stderr. */
   async record(base: Omit<Run, 'rec' | 'id'>, spec: LoadSpec, target: Target, fake: Fake): Promise<Run> {
-    const rec = await measure(this.h, spec, { target, fake, redis: base.target === 'proxy-redis' });
+    const rec = await measure(this.h, spec, { target, fake, redis: usesRedis(base.target) });
     const replicas = base.replicas > 1 ? `×${base.replicas}` : '';
     const round = base.round > 1 ? ` (round ${base.round})` : '';
     const id = `${base.group}/${base.target}${replicas}/${base.workload}@${base.concurrency}${round}`;
