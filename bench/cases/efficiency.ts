@@ -8,6 +8,8 @@
  * request reaches Discord; one that must wait for answers to learn windows pays up to a one-way transit per
  * window, so short windows far away cannot reach 1.0 for anyone.
  */
+import { fakeControl } from '../lib/observe.js';
+import type { Session } from '../lib/session.js';
 import type { WorkloadKind } from '../lib/spec.js';
 
 export interface EfficiencyCase {
@@ -92,3 +94,90 @@ export const EFFICIENCY_CASES: readonly EfficiencyCase[] = [
     goal: 0.9,
   },
 ];
+
+/** The token's global limit at the fake; the global cases' ideal. */
+export const GLOBAL_LIMIT = 50;
+
+/** Each efficiency case runs on one in-process replica, one Redis replica and three sharing one Redis. */
+export const REPLICA_SETUPS = [
+  { kind: 'proxy-memory', replicas: 1 },
+  { kind: 'proxy-redis', replicas: 1 },
+  { kind: 'proxy-redis', replicas: 3 },
+] as const;
+
+export interface EfficiencyRow {
+  case: string;
+  distance: string;
+  goal: number;
+  global: boolean;
+  target: string;
+  replicas: number;
+  achievedPerSecond: number;
+  idealPerSecond: number;
+  ratio: number;
+  limitedAtFake: number;
+  limitedByScope: Record<string, number>;
+  busiestWindow: number;
+  clientStatuses: Record<string, number>;
+  foreignCores: number;
+}
+
+export async function efficiency(s: Session, c: EfficiencyCase): Promise<EfficiencyRow[]> {
+  const h = s.h;
+  const rows: EfficiencyRow[] = [];
+  const fake = await h.fake(c.fake.name, c.fake.latency, GLOBAL_LIMIT, c.fake.args);
+  if (c.policy) await fakeControl(fake.url, 'policy', c.policy);
+  for (const setup of REPLICA_SETUPS) {
+    if (setup.kind === 'proxy-redis') await (await h.redis()).client.flushall();
+    await fakeControl(fake.url, 'reset');
+    const target = await h.target(setup.kind, fake.url, undefined, setup.replicas);
+    try {
+      const run = await s.record(
+        {
+          group: `efficiency-${c.name}`,
+          target: setup.kind,
+          workload: c.workload,
+          concurrency: c.workers,
+          replicas: setup.replicas,
+          round: 1,
+        },
+        {
+          targets: target.urls,
+          workload: c.workload,
+          concurrency: c.workers,
+          warmupMs: 0,
+          durationMs: c.global ? s.windows.global : s.windows.hot,
+          // Held clients give up when the window closes, so nothing sent after it counts.
+          end: 'abort',
+          drainMs: 0,
+          seed: 1,
+        },
+        target,
+        fake,
+      );
+      // Counted from the fake's reset just before the run, so the first burst is in whatever the timing of the
+      // first snapshot; requests that got a 429 used no slot and do not count as achieved.
+      const f = run.rec.fake;
+      const achieved = ((f.totalSinceReset - f.limitedSinceReset) * 1000) / run.rec.windowMs;
+      rows.push({
+        case: c.name,
+        distance: c.distance,
+        goal: c.goal,
+        global: c.global,
+        target: setup.kind,
+        replicas: setup.replicas,
+        achievedPerSecond: achieved,
+        idealPerSecond: c.ideal,
+        ratio: achieved / c.ideal,
+        limitedAtFake: run.rec.fake.limitedSinceReset,
+        limitedByScope: run.rec.fake.limitedSinceResetByScope,
+        busiestWindow: run.rec.fake.busiestWindow,
+        clientStatuses: run.rec.load.statuses,
+        foreignCores: run.rec.foreignCores,
+      });
+    } finally {
+      await target.stop();
+    }
+  }
+  return rows;
+}

@@ -10,6 +10,7 @@
 import type { Harness, Target } from '../lib/harness.js';
 import { type FakeStats, fakeControl, fakeStats } from '../lib/observe.js';
 import { sleep } from '../lib/procs.js';
+import type { Session } from '../lib/session.js';
 import type { LoadSpec } from '../lib/spec.js';
 import { TOKENS20 } from '../lib/workloads.js';
 
@@ -39,7 +40,7 @@ export interface LatencyDropRow {
 }
 
 type Fake = Awaited<ReturnType<Harness['fake']>>;
-/** Runs one measured load (run.ts's `record`) and gives back the fake's counts since its reset. */
+/** Runs one measured load (`Session.record`) and gives back the fake's counts since its reset. */
 type Measure = (
   target: Target,
   fake: Fake,
@@ -116,4 +117,17 @@ export async function latencyDrop(
     await h.stopFake('latency-drop');
   }
   return rows;
+}
+
+/** The case as `npm run bench` runs it: in process and on three Redis replicas, each load kept in the session. */
+export function latencyDropCase(
+  s: Session,
+  setups: readonly { kind: string; replicas: number }[],
+): Promise<LatencyDropRow[]> {
+  return latencyDrop(s.h, setups, async (target, fake, spec, replicas) => {
+    const base = { group: 'latency-drop', target: target.name, workload: spec.workload, round: 1 };
+    const run = await s.record({ ...base, concurrency: spec.concurrency, replicas }, spec, target, fake);
+    const f = run.rec.fake;
+    return { limited: f.limitedSinceResetByScope, busiestWindow: f.busiestWindow };
+  });
 }
