@@ -13,7 +13,7 @@ import type { AbortSource, ClientLink } from './client-link.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
 import { markFor } from './discord/marks.js';
 import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
-import { answers, knownBadAnswer, type ProxyAnswer } from './errors.js';
+import { failure, holdFailure, type ProxyAnswer, UPSTREAM_FAILURES } from './errors.js';
 import type { Admission, HoldError, Scheduler, Waiter } from './limiter/scheduler.js';
 import type { AdmitInput, LearnInput, LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
@@ -157,7 +157,7 @@ class Hold implements Waiter {
     }
     if (error.reason === 'known_bad')
       this.ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
-    this.go({ kind: 'generated', answer: holdAnswer(error), holdMs, upstreamMs });
+    this.go({ kind: 'generated', answer: holdFailure(error), holdMs, upstreamMs });
   }
 
   go(held: Admitted | RelayOutcome): void {
@@ -226,12 +226,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
         await backoff(attempt, out.client);
         continue;
       }
-      const answer =
-        error.kind === 'timeout'
-          ? answers.upstreamTimeout()
-          : error.kind === 'socket'
-            ? answers.upstreamBroken()
-            : answers.upstreamUnreachable();
+      const answer = failure(UPSTREAM_FAILURES[error.kind]);
       return { kind: 'generated', answer, holdMs, upstreamMs };
     }
     const upstreamTime = performance.now() - sentAt;
@@ -278,7 +273,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
       learn(ctx, out.admit, admission, {}, served);
       const pausedMs = await ctx.store.pauseAll(waitMs ?? ctx.cloudflareCooldownMs);
       ctx.log.error({ pausedMs }, 'Cloudflare ban from Discord: all upstream traffic paused');
-      return { kind: 'generated', answer: answers.cloudflare(pausedMs), holdMs, upstreamMs };
+      return { kind: 'generated', answer: failure('cloudflare_cooldown', pausedMs), holdMs, upstreamMs };
     }
     await on429(ctx, out.admit, admission, kind, rl, waitMs, served);
     const fits = performance.now() + (waitMs ?? 0) < out.deadline;
@@ -291,7 +286,12 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
 }
 
 function overBudget(ctx: RelayContext, holdMs: number, upstreamMs: number): RelayOutcome {
-  return { kind: 'generated', answer: answers.invalidBudget(ctx.budget.retryAfterMs), holdMs, upstreamMs };
+  return {
+    kind: 'generated',
+    answer: failure('invalid_budget', ctx.budget.retryAfterMs),
+    holdMs,
+    upstreamMs,
+  };
 }
 
 /** Applies a 429 to the shared state so that no other request runs into it. */
@@ -457,23 +457,6 @@ async function readSmall(
   const declared = Number(headerValue(length));
   if (!(declared >= 0 && declared <= SMALL_BODY_BYTES)) return undefined;
   return Buffer.from(await body.arrayBuffer());
-}
-
-function holdAnswer(error: HoldError): ProxyAnswer {
-  switch (error.reason) {
-    case 'known_bad':
-      return knownBadAnswer(error.waitReason, error.code, error.retryAfterMs);
-    case 'overloaded':
-      return answers.overloaded();
-    case 'cloudflare':
-      return answers.cloudflare(error.retryAfterMs);
-    case 'store_error':
-      return answers.storeUnavailable();
-    case 'shutting_down':
-      return answers.shuttingDown();
-    default:
-      return answers.holdTimeout(error.retryAfterMs || 1000);
-  }
 }
 
 function backoff(attempt: number, client: AbortSource): Promise<void> {

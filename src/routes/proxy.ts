@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { ClientLink } from '../client-link.js';
 import { classify, normalizeApiPath, sublimitTag } from '../discord/classify.js';
 import type { Identity, RouteInfo } from '../discord/types.js';
-import { answers, type ProxyAnswer } from '../errors.js';
+import { failure, type ProxyAnswer } from '../errors.js';
 import type { HeldBodies } from '../held-bodies.js';
 import type { Metrics } from '../metrics.js';
 import {
@@ -77,15 +77,15 @@ export function registerProxy(app: FastifyInstance, opts: ProxyRouteOptions): vo
   app.setNotFoundHandler((request, reply) => {
     reply.hijack();
     const problem = checkTarget(request.raw.url ?? '');
-    const answer = problem && problem !== 'not-api' ? targetAnswer(problem) : answers.notFound();
+    const answer = problem && problem !== 'not-api' ? targetAnswer(problem) : failure('not_found');
     finish(opts, reply.raw, request.raw.method ?? '-', '-', performance.now(), answer);
   });
 }
 
 function targetAnswer(problem: TargetProblem): ProxyAnswer {
   return problem === 'not-api'
-    ? answers.notFound()
-    : answers.badRequest(`Refused request target (${problem}).`);
+    ? failure('not_found')
+    : failure('bad_target', undefined, `Refused request target (${problem}).`);
 }
 
 /**
@@ -108,21 +108,21 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
   const url = req.url ?? '/';
   // Nothing but Discord's methods, paths under /api/ and unambiguous targets ever reaches UPSTREAM_URL.
   if (!ALLOWED_METHODS.has(method))
-    return finish(opts, res, method, '-', startedAt, answers.methodNotAllowed());
+    return finish(opts, res, method, '-', startedAt, failure('method_not_allowed'));
   const problem = checkTarget(url);
   if (problem) return finish(opts, res, method, '-', startedAt, targetAnswer(problem));
   if (opts.proxyAuth && !opts.proxyAuth(headerValue(req.headers['proxy-authorization']))) {
-    return finish(opts, res, method, '-', startedAt, answers.unauthorized());
+    return finish(opts, res, method, '-', startedAt, failure('proxy_unauthorized'));
   }
   const queryAt = url.indexOf('?');
   const path = normalizeApiPath(queryAt === -1 ? url : url.slice(0, queryAt));
-  if (path === null) return finish(opts, res, method, '-', startedAt, answers.notFound());
+  if (path === null) return finish(opts, res, method, '-', startedAt, failure('not_found'));
 
   const route = classify(method, path, Date.now(), opts.tokenHash);
   const headers = forwardHeaders(req.rawHeaders);
   if (headers === null) {
     // Which one would Discord read? Neither is charged nor forwarded.
-    const answer = answers.badRequest('More than one Authorization header.');
+    const answer = failure('two_authorizations');
     return finish(opts, res, method, route.template, startedAt, answer);
   }
   const declared =
@@ -134,8 +134,8 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
       method,
       route.template,
       startedAt,
-      answers.badRequest('Request body too large.'),
-      413,
+      failure('body_too_large'),
+      undefined,
       undefined,
       { retries: 0, route },
     );
@@ -242,8 +242,8 @@ class ProxyClient extends ClientLink implements RelayClient {
   private respond(outcome: RelayOutcome) {
     const { opts, res, method, template, startedAt } = this;
     if (this.limited?.exceeded) {
-      const answer = answers.badRequest('Request body too large.');
-      return finish(opts, res, method, template, startedAt, answer, 413, outcome, this);
+      const answer = failure('body_too_large');
+      return finish(opts, res, method, template, startedAt, answer, undefined, outcome, this);
     }
     if (outcome.kind === 'aborted') {
       opts.log.debug({ route: template }, 'client went away');
@@ -276,7 +276,7 @@ function failed(
   try {
     opts.log.error({ err: error, route: template }, 'request failed inside the proxy');
     if (res.headersSent) res.destroy();
-    else finish(opts, res, method, template, startedAt, answers.internal());
+    else finish(opts, res, method, template, startedAt, failure('internal'));
   } catch {
     // Nothing left to answer with; the connection at least must not hang.
     res.destroy();

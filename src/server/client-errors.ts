@@ -14,7 +14,7 @@ import {
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
-import { answers, type ProxyAnswer } from '../errors.js';
+import { failure, PARSER_FAILURES, type ProxyAnswer } from '../errors.js';
 import { writeAnswer } from '../routes/proxy.js';
 import type { EarlyAnswers } from './early-answers.js';
 
@@ -46,9 +46,10 @@ export function publicServerFactory(config: Config, early: EarlyAnswers) {
     server.keepAliveTimeout = config.keepAliveTimeoutMs;
     // Node's own answer to an unknown Expect is a bare 417; give it the same shape as every other refusal.
     server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-      early.count(req.method, req.url, answers.expectationFailed());
+      const answer = failure('expectation_failed');
+      early.count(req.method, req.url, answer);
       res.shouldKeepAlive = false;
-      writeAnswer(res, answers.expectationFailed());
+      writeAnswer(res, answer);
     });
     return server;
   };
@@ -66,12 +67,7 @@ export function clientErrorHandler(early: EarlyAnswers) {
     const pending = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
     const owned = pending && (pending.headersSent || pending.req?.complete === true);
     if (socket.writable && !owned) {
-      const answer =
-        error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? answers.requestTimeout()
-          : error.code === 'HPE_HEADER_OVERFLOW'
-            ? answers.headersTooLarge()
-            : answers.malformed();
+      const answer = failure((error.code && PARSER_FAILURES[error.code]) || 'malformed');
       early.count(undefined, undefined, answer);
       socket.write(rawAnswer(answer));
     }
@@ -82,9 +78,10 @@ export function clientErrorHandler(early: EarlyAnswers) {
 /** Targets the router cannot even decode (bad percent-encoding) get the proxy's 400, not Fastify's. */
 export function frameworkErrors(early: EarlyAnswers) {
   return (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
-    const answer = answers.badRequest(
-      error.code === 'FST_ERR_BAD_URL' ? 'Refused request target (bad-encoding).' : 'Refused request target.',
-    );
+    const answer =
+      error.code === 'FST_ERR_BAD_URL'
+        ? failure('bad_target', undefined, 'Refused request target (bad-encoding).')
+        : failure('bad_target');
     early.count(request.raw.method, undefined, answer);
     reply.hijack();
     writeAnswer(reply.raw, answer);

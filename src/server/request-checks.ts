@@ -4,7 +4,7 @@
  */
 import type { FastifyReply, onRequestHookHandler } from 'fastify';
 import type { Logger } from 'pino';
-import { answers, type ProxyAnswer } from '../errors.js';
+import { failure, type ProxyAnswer } from '../errors.js';
 import type { Drain } from './drain.js';
 import type { EarlyAnswers } from './early-answers.js';
 
@@ -23,7 +23,7 @@ export function requestChecks(checks: RequestChecks): onRequestHookHandler {
     drain.track(request.raw, reply.raw);
     if (checks.stopping()) {
       // The proxy's own 503, which client libraries tell apart by its header, instead of Fastify's generic one.
-      const answer = answers.shuttingDown();
+      const answer = failure('shutting_down');
       const route = early.count(request.raw.method, request.raw.url, answer);
       const level = checks.requestLogLevel as 'info';
       log[level](
@@ -37,12 +37,12 @@ export function requestChecks(checks: RequestChecks): onRequestHookHandler {
     const version = request.raw.httpVersion;
     const problem =
       version !== '1.1' && version !== '1.0'
-        ? 'Unsupported HTTP version.'
+        ? 'bad_http_version'
         : version === '1.1' && request.raw.headers.host === undefined
-          ? 'Missing Host header.'
+          ? 'missing_host'
           : undefined;
     if (problem) {
-      const answer = answers.badRequest(problem);
+      const answer = failure(problem);
       early.count(request.raw.method, request.raw.url, answer);
       return send(reply, answer);
     }
