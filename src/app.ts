@@ -74,9 +74,12 @@ export function buildApp(parts: Parts): App {
         forbiddenMs: config.forbiddenBackoffMs,
       },
     },
-    metrics,
-    log,
-    requestLogLevel: config.requestLogLevel,
+    reply: {
+      metrics,
+      log,
+      requestLogLevel: config.requestLogLevel,
+      diagnosticHeaders: config.diagnosticHeaders,
+    },
     identify: parts.identify,
     tokenHash: parts.tokenHash,
     globalLimitFor: parts.globalLimitFor,
@@ -85,7 +88,6 @@ export function buildApp(parts: Parts): App {
     retryBodyLimitBytes: config.retryBodyLimitBytes,
     heldBodies: parts.heldBodies,
     proxyAuth: parts.proxyAuth,
-    diagnosticHeaders: config.diagnosticHeaders,
   });
 
   const admin = Fastify({

@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import { failure, PARSER_FAILURES, type ProxyAnswer } from '../errors.js';
-import { writeAnswer } from '../routes/proxy.js';
+import { writeAnswer } from '../reply.js';
 import type { EarlyAnswers } from './early-answers.js';
 
 /**
