@@ -1,12 +1,9 @@
 /**
- * The only place that reads process.env and opens connections.
+ * The entry point and the only place that reads process.env: builds the parts (parts.ts), listens, handles signals.
  */
-import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
-import { createMetrics } from './metrics.js';
-import { createStore } from './store.js';
-import { Upstream } from './upstream.js';
+import { createParts } from './parts.js';
 
 /** Beyond SHUTDOWN_TIMEOUT_MS, App.close() needs at most a few seconds to flush answers and close connections. */
 const BACKSTOP_MS = 5000;
@@ -22,20 +19,9 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const log = pino({
-    level: config.logLevel,
-    // Belt and braces: nothing logs headers, but if anything ever does, tokens are not in it.
-    redact: { paths: ['*.authorization', '*.headers.authorization', 'authorization'], censor: '[redacted]' },
-  });
-  const metrics = createMetrics();
-  const { store, mode, check } = createStore(config, metrics, log);
-  const upstream = new Upstream({
-    url: config.upstreamUrl,
-    connections: config.upstreamConnections,
-    timeoutMs: config.upstreamTimeoutMs,
-    connectTimeoutMs: config.upstreamConnectTimeoutMs,
-  });
-  const app = buildApp({ config, store, upstream, metrics, log, storeCheck: check, storeMode: mode });
+  const parts = createParts(config);
+  const { log, storeMode: mode } = parts;
+  const app = buildApp(parts);
   await app.admin.listen({ port: config.adminPort, host: config.adminHost });
   await app.proxy.listen({ port: config.port, host: config.host });
   log.info(

@@ -4,29 +4,14 @@
  * and tokens pass through.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { GENERATED_REASONS } from './errors.js';
 import type { UpstreamFailureKind } from './upstream.js';
 
 export const UPSTREAM_SCOPES = ['user', 'global', 'shared', 'sublimit', 'cloudflare'] as const;
 export type UpstreamScope = (typeof UPSTREAM_SCOPES)[number];
 
-export const GENERATED_REASONS = [
-  'hold_timeout',
-  'cloudflare_cooldown',
-  'upstream_unreachable',
-  'upstream_timeout',
-  'bad_request',
-  'unauthorized',
-  'token_revoked',
-  'webhook_deleted',
-  'forbidden_backoff',
-  'invalid_budget',
-  'overloaded',
-  'redis_unavailable',
-  'shutting_down',
-  'not_found',
-  'internal',
-] as const;
-export type GeneratedReason = (typeof GENERATED_REASONS)[number];
+// The reasons of generated_responses_total are the proxy's answers' own (the table in errors.ts).
+export { GENERATED_REASONS, type GeneratedReason } from './errors.js';
 
 /** What relay.ts counts in upstream_errors_total ('aborted' is our client leaving, not an upstream failure). */
 export const UPSTREAM_ERROR_KINDS = ['connect', 'timeout', 'socket'] as const satisfies readonly Exclude<

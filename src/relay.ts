@@ -1,205 +1,131 @@
 /**
- * One request's way through the proxy once it is classified: wait for admission, forward, learn from the answer,
- * and decide whether Discord's answer goes back to the client or the request goes round again.
+ * admit and forward, for one request: wait for admission, forward, and decide whether Discord's answer goes back to
+ * the client or the request goes round again (learning from each answer is learn.ts's).
  *
  * What may go round again follows one rule: never send twice what Discord may have done once. A 429 means Discord
  * did nothing, and a failed connect means it never saw the request, so those are retried for every method; a
  * timeout, a broken connection or a 5xx may hide a completed request, so only idempotent methods are retried.
+ *
+ * The common case, a request that waits for its bucket, is held by its record (request.ts) alone, which the
+ * scheduler calls back: not by promises and suspended async functions, which keep every local of the exchange alive
+ * per held request (with ten thousand held, a large share of the replica's memory).
  */
-import type { Readable } from 'node:stream';
-import type { Logger } from 'pino';
-import type { InvalidBudget } from './budget.js';
-import type { AbortSource, ClientLink } from './client-link.js';
+import type { AbortSource } from './client-link.js';
 import { classifyResponse, parseRateLimitHeaders, retryAfterMs } from './discord/headers.js';
-import { markFor } from './discord/marks.js';
-import type { RateLimitHeaders, ResponseKind } from './discord/types.js';
-import { answers, knownBadAnswer, type ProxyAnswer } from './errors.js';
-import type { Admission, HoldError, Scheduler, Waiter } from './limiter/scheduler.js';
-import type { AdmitInput, LearnInput, LimiterStore } from './limiter/types.js';
-import type { Metrics } from './metrics.js';
+import type { ResponseKind } from './discord/types.js';
+import { failure, holdFailure, type ProxyAnswer, UPSTREAM_FAILURES } from './errors.js';
+import { answerFacts, knownBad, type LearnContext, learn, on429 } from './learn.js';
+import { type Clock, realClock } from './limiter/clock.js';
+import type { Admission, HoldError } from './limiter/scheduler.js';
+import { ABORTED, type Outcome, type ProxyRequest } from './request.js';
 import { type Upstream, UpstreamError } from './upstream.js';
 
-export interface RelayContext {
-  readonly store: LimiterStore;
-  readonly scheduler: Scheduler;
+export interface RelayContext extends LearnContext {
   readonly upstream: Upstream;
-  readonly metrics: Metrics;
-  readonly log: Logger;
   readonly maxRetries: number;
   readonly cloudflareCooldownMs: number;
-  readonly budget: InvalidBudget;
-  /** How long requests known to fail are answered by the proxy itself, by kind. */
-  readonly marks: { readonly revokedMs: number; readonly goneMs: number; readonly forbiddenMs: number };
+  /** The time retries back off with; a parameter so that a test can assert the exact delays. */
+  readonly clock?: Clock;
+  /** 0 ≤ x < 1: where in its range a backoff falls (Math.random by default; a test can fix it). */
+  readonly random?: () => number;
 }
-
-export interface Outgoing {
-  readonly method: string;
-  readonly url: string;
-  readonly headers: string[];
-  readonly body: Buffer | Readable | null;
-  readonly admit: AdmitInput;
-  /** Route template, for metrics. */
-  readonly template: string;
-  /** The request carries a token: a 401 means that token is revoked. */
-  readonly authorized: boolean;
-  /** A webhook route with a token: a 404 means the webhook is gone. */
-  readonly webhookWithToken: boolean;
-  readonly client: RelayClient;
-  /** performance.now() after which the request must not be held any longer. */
-  readonly deadline: number;
-}
-
-/** The client side of one request, as relay sees it: whether it is still there, and where the outcome goes. */
-export interface RelayClient extends ClientLink {
-  /** Called once with the outcome. */
-  settle(outcome: RelayOutcome): void;
-  /** Called instead when the relay itself failed (a bug); must not throw. */
-  fail(error: unknown): void;
-  /** Times the request was sent again so far (X-Proxy-Retries); the relay keeps it up to date. */
-  retries?: number;
-}
-
-export type RelayOutcome =
-  | {
-      readonly kind: 'upstream';
-      readonly status: number;
-      readonly headers: Record<string, string | string[] | undefined>;
-      readonly body: Readable | Buffer;
-      readonly holdMs: number;
-      readonly upstreamMs: number;
-    }
-  | {
-      readonly kind: 'generated';
-      readonly answer: ProxyAnswer;
-      readonly holdMs: number;
-      readonly upstreamMs: number;
-    }
-  | { readonly kind: 'aborted'; readonly holdMs: number; readonly upstreamMs: number };
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
 const RETRY_BASE_MS = 100;
 
-/** Admitted to go upstream, after this much time held in all. */
-interface Admitted {
-  readonly admission: Admission;
-  readonly holdMs: number;
+/**
+ * admit: the hold starts. The request waits for the invalid-request budget (rarely: a promise only past its soft
+ * line, for an identity this replica has not seen succeed), then for the scheduler, which calls the record back:
+ * `admitted()` or `refused()` below. `front`: a retry, ahead of newer requests of its queue.
+ */
+export function admit(ctx: RelayContext, req: ProxyRequest, front = false): void {
+  req.heldAt = performance.now();
+  if (req.gone) {
+    go(ctx, req, ABORTED);
+    return;
+  }
+  const allowed = ctx.budget.allows(req.admit.identity);
+  if (typeof allowed === 'boolean') hold(ctx, req, allowed, front);
+  else
+    allowed.then(
+      (ok) => hold(ctx, req, ok, front),
+      (error: unknown) => req.steps.fail(req, error),
+    );
+}
+
+function hold(ctx: RelayContext, req: ProxyRequest, allowed: boolean, front: boolean): void {
+  if (!allowed) {
+    go(ctx, req, overBudget(ctx));
+    return;
+  }
+  const maxHoldMs = Math.max(1, req.deadline - req.heldAt);
+  ctx.scheduler.wait(req.admit, req, { client: req, maxHoldMs, front });
+}
+
+/** The hold ends with an admission: forward (or, for a retry, go on with the exchange). */
+export function admitted(ctx: RelayContext, req: ProxyRequest, admission: Admission): void {
+  const waited = performance.now() - req.heldAt;
+  req.holdMs += waited;
+  ctx.metrics.hold.observe({ route: req.template }, waited / 1000);
+  // Held requests were checked when they arrived; the budget may have filled while they waited.
+  if (!ctx.budget.stillAllows(req.admit.identity)) {
+    learn(ctx, req, admission, { unsent: true });
+    go(ctx, req, overBudget(ctx));
+  } else go(ctx, req, admission);
+}
+
+/** The hold ends with a refusal: the proxy's own answer (or nothing, for a client that left). */
+export function refused(ctx: RelayContext, req: ProxyRequest, error: HoldError): void {
+  req.holdMs += performance.now() - req.heldAt;
+  if (error.reason === 'aborted') {
+    go(ctx, req, ABORTED);
+    return;
+  }
+  if (error.reason === 'known_bad') ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
+  go(ctx, req, generated(holdFailure(error)));
+}
+
+/** Where a hold's end leads: the retry that waited for it, the exchange, or the reply. */
+function go(ctx: RelayContext, req: ProxyRequest, held: Admission | Outcome): void {
+  try {
+    const next = req.next;
+    if (next) {
+      req.next = undefined;
+      next(held);
+    } else if ('kind' in held) req.steps.reply(req, held);
+    else
+      forward(ctx, req, held).then(
+        (outcome) => req.steps.reply(req, outcome),
+        (error: unknown) => req.steps.fail(req, error),
+      );
+  } catch (error) {
+    // The scheduler calls waiters from its own loop: nothing may be thrown back into it.
+    req.steps.fail(req, error);
+  }
+}
+
+/** admit() for the exchange's later attempts, which are rare enough to wait in a promise. */
+function holdAgain(ctx: RelayContext, req: ProxyRequest): Promise<Admission | Outcome> {
+  return new Promise((resolve) => {
+    req.next = resolve;
+    admit(ctx, req, true);
+  });
 }
 
 /**
- * Runs one request through the proxy and gives the outcome to `out.client.settle` (or, if the relay itself
- * failed, the error to `out.client.fail`).
- *
- * The common case, a request that waits for its bucket, is held by one small object the scheduler calls back
- * (a Hold), not by promises and suspended async functions: those keep every local of the exchange alive per held
- * request, and with ten thousand held that was a large share of the replica's memory.
+ * forward: from the first admission on, send, learn (learn.ts), and go round again while the rules allow. Each
+ * attempt starts at `sentAt` and ends when Discord's response headers arrive or the send fails.
  */
-export function relay(ctx: RelayContext, out: Outgoing): void {
-  startHold(ctx, out, 0, 0, 0, undefined);
-}
-
-/** Waits for admission, then goes on with `next`, or (first attempt) with the exchange. */
-function startHold(
-  ctx: RelayContext,
-  out: Outgoing,
-  attempt: number,
-  holdMs: number,
-  upstreamMs: number,
-  next: ((held: Admitted | RelayOutcome) => void) | undefined,
-): void {
-  const hold = new Hold(ctx, out, holdMs, upstreamMs, next);
-  if (out.client.gone) {
-    hold.go({ kind: 'aborted', holdMs, upstreamMs });
-    return;
-  }
-  const wait = (allowed: boolean) => {
-    if (!allowed) hold.go(overBudget(ctx, holdMs, upstreamMs));
-    else {
-      const maxHoldMs = Math.max(1, out.deadline - hold.heldAt);
-      ctx.scheduler.wait(out.admit, hold, { client: out.client, maxHoldMs, front: attempt > 0 });
-    }
-  };
-  const allowed = ctx.budget.allows(out.admit.identity);
-  // A promise only past the budget's soft line, for an identity this replica has not seen succeed.
-  if (typeof allowed === 'boolean') wait(allowed);
-  else allowed.then(wait, (error: unknown) => out.client.fail(error));
-}
-
-/** One wait for admission, called back by the scheduler. */
-class Hold implements Waiter {
-  readonly heldAt = performance.now();
-
-  constructor(
-    private readonly ctx: RelayContext,
-    private readonly out: Outgoing,
-    /** Held before this wait (earlier attempts). */
-    private readonly holdMs: number,
-    private readonly upstreamMs: number,
-    private readonly next: ((held: Admitted | RelayOutcome) => void) | undefined,
-  ) {}
-
-  admitted(admission: Admission): void {
-    const { ctx, out } = this;
-    const waited = performance.now() - this.heldAt;
-    ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
-    // Held requests were checked when they arrived; the budget may have filled while they waited.
-    if (!ctx.budget.stillAllows(out.admit.identity)) {
-      learn(ctx, out.admit, admission, { unsent: true });
-      this.go(overBudget(ctx, this.holdMs + waited, this.upstreamMs));
-    } else this.go({ admission, holdMs: this.holdMs + waited });
-  }
-
-  refused(error: HoldError): void {
-    const holdMs = this.holdMs + performance.now() - this.heldAt;
-    const upstreamMs = this.upstreamMs;
-    if (error.reason === 'aborted') {
-      this.go({ kind: 'aborted', holdMs, upstreamMs });
-      return;
-    }
-    if (error.reason === 'known_bad')
-      this.ctx.metrics.shortCircuits.inc({ reason: error.waitReason ?? 'unknown' });
-    this.go({ kind: 'generated', answer: holdAnswer(error), holdMs, upstreamMs });
-  }
-
-  go(held: Admitted | RelayOutcome): void {
-    const { ctx, out } = this;
-    try {
-      if (this.next) this.next(held);
-      else if ('kind' in held) out.client.settle(held);
-      else
-        exchange(ctx, out, held).then(
-          (outcome) => out.client.settle(outcome),
-          (error: unknown) => out.client.fail(error),
-        );
-    } catch (error) {
-      // The scheduler calls waiters from its own loop: nothing may be thrown back into it.
-      out.client.fail(error);
-    }
-  }
-}
-
-/** startHold() for the exchange's later attempts, which are rare enough to wait in a promise. */
-function holdAgain(
-  ctx: RelayContext,
-  out: Outgoing,
-  attempt: number,
-  holdMs: number,
-  upstreamMs: number,
-): Promise<Admitted | RelayOutcome> {
-  return new Promise((resolve) => startHold(ctx, out, attempt, holdMs, upstreamMs, resolve));
-}
-
-/** From the first admission on: forward, learn, and go round again while the rules allow. */
-async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Promise<RelayOutcome> {
-  const replayable = out.body === null || Buffer.isBuffer(out.body);
-  const idempotent = IDEMPOTENT.has(out.method);
-  let { admission, holdMs } = first;
-  let upstreamMs = 0;
+async function forward(ctx: RelayContext, req: ProxyRequest, first: Admission): Promise<Outcome> {
+  const replayable = req.body === null || Buffer.isBuffer(req.body);
+  const idempotent = IDEMPOTENT.has(req.method);
+  let admission = first;
   for (let attempt = 0; ; attempt++) {
     if (attempt > 0) {
-      out.client.retries = attempt;
-      const held = await holdAgain(ctx, out, attempt, holdMs, upstreamMs);
+      req.retries = attempt;
+      const held = await holdAgain(ctx, req);
       if ('kind' in held) return held;
-      ({ admission, holdMs } = held);
+      admission = held;
     }
     const canRetry = replayable && attempt < ctx.maxRetries;
     const sentAt = performance.now();
@@ -207,36 +133,30 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     let response: Awaited<ReturnType<Upstream['send']>>;
     try {
       response = await ctx.upstream.send({
-        method: out.method,
-        path: out.url,
-        headers: out.headers,
-        body: out.body,
-        signal: out.client,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        body: req.body,
+        signal: req,
       });
     } catch (error) {
-      upstreamMs += performance.now() - sentAt;
+      req.upstreamMs += performance.now() - sentAt;
       // A failed connect never reached Discord: its slots are free again at once.
       const unsent = error instanceof UpstreamError && error.kind === 'connect';
-      learn(ctx, out.admit, admission, { unsent });
+      learn(ctx, req, admission, { unsent });
       if (!(error instanceof UpstreamError)) throw error;
-      if (error.kind === 'aborted') return { kind: 'aborted', holdMs, upstreamMs };
+      if (error.kind === 'aborted') return ABORTED;
       ctx.metrics.upstreamErrors.inc({ kind: error.kind });
       if (canRetry && (error.kind === 'connect' || idempotent)) {
         ctx.metrics.retries.inc({ reason: error.kind });
-        await backoff(attempt, out.client);
+        await backoff(ctx, attempt, req);
         continue;
       }
-      const answer =
-        error.kind === 'timeout'
-          ? answers.upstreamTimeout()
-          : error.kind === 'socket'
-            ? answers.upstreamBroken()
-            : answers.upstreamUnreachable();
-      return { kind: 'generated', answer, holdMs, upstreamMs };
+      return generated(failure(UPSTREAM_FAILURES[error.kind]));
     }
     const upstreamTime = performance.now() - sentAt;
-    upstreamMs += upstreamTime;
-    ctx.metrics.upstreamDuration.observe({ route: out.template }, upstreamTime / 1000);
+    req.upstreamMs += upstreamTime;
+    ctx.metrics.upstreamDuration.observe({ route: req.template }, upstreamTime / 1000);
     const status = response.statusCode;
     const rl = parseRateLimitHeaders(response.headers);
     // Discord's own time on the request, which the request cannot have spent on its way there.
@@ -244,25 +164,25 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
 
     if (status === 401 || status === 403 || status === 404) {
       // Small JSON errors whose code says how narrowly they will repeat: read whole, then marked.
-      learn(ctx, out.admit, admission, answerFacts(rl, status, admission), served);
+      learn(ctx, req, admission, answerFacts(rl, status, admission), served);
       const text = await readSmall(response.body, response.headers['content-length']);
       if (text !== undefined) {
-        knownBad(ctx, out, status, errorCode(parseJson(text, headerValue(response.headers['content-type']))));
-        return { kind: 'upstream', status, headers: response.headers, body: text, holdMs, upstreamMs };
+        knownBad(ctx, req, status, errorCode(parseJson(text, headerValue(response.headers['content-type']))));
+        return { kind: 'upstream', status, headers: response.headers, body: text };
       }
-      knownBad(ctx, out, status, undefined);
-      return { kind: 'upstream', status, headers: response.headers, body: response.body, holdMs, upstreamMs };
+      knownBad(ctx, req, status, undefined);
+      return { kind: 'upstream', status, headers: response.headers, body: response.body };
     }
     if (status !== 429) {
-      learn(ctx, out.admit, admission, answerFacts(rl, status, admission), served);
-      if (status < 300) ctx.budget.answered(out.admit.identity, false);
+      learn(ctx, req, admission, answerFacts(rl, status, admission), served);
+      if (status < 300) ctx.budget.answered(req.admit.identity, false);
       if (status >= 500 && canRetry && idempotent) {
         ctx.metrics.retries.inc({ reason: `status_${status}` });
         await response.body.dump().catch(() => undefined);
-        await backoff(attempt, out.client);
+        await backoff(ctx, attempt, req);
         continue;
       }
-      return { kind: 'upstream', status, headers: response.headers, body: response.body, holdMs, upstreamMs };
+      return { kind: 'upstream', status, headers: response.headers, body: response.body };
     }
 
     // A 429 body is small (JSON, or Cloudflare's HTML page): read it whole to tell which 429 this is.
@@ -273,172 +193,29 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     const waitMs = retryAfterMs(rl, json);
     ctx.metrics.upstream429.inc({ scope: kind === 'route' ? 'user' : (kind as Exclude<ResponseKind, 'ok'>) });
     // Discord does not count shared-scope 429s against the IP (docs/discord-ratelimits.md §4).
-    if (kind !== 'shared') ctx.budget.answered(out.admit.identity, true);
+    if (kind !== 'shared') ctx.budget.answered(req.admit.identity, true);
     if (kind === 'cloudflare') {
-      learn(ctx, out.admit, admission, {}, served);
+      learn(ctx, req, admission, {}, served);
       const pausedMs = await ctx.store.pauseAll(waitMs ?? ctx.cloudflareCooldownMs);
       ctx.log.error({ pausedMs }, 'Cloudflare ban from Discord: all upstream traffic paused');
-      return { kind: 'generated', answer: answers.cloudflare(pausedMs), holdMs, upstreamMs };
+      return generated(failure('cloudflare_cooldown', pausedMs));
     }
-    await on429(ctx, out.admit, admission, kind, rl, waitMs, served);
-    const fits = performance.now() + (waitMs ?? 0) < out.deadline;
+    await on429(ctx, req, admission, kind, rl, waitMs, served);
+    const fits = performance.now() + (waitMs ?? 0) < req.deadline;
     if (canRetry && fits) {
       ctx.metrics.retries.inc({ reason: `429_${kind}` });
       continue;
     }
-    return { kind: 'upstream', status, headers: response.headers, body: text, holdMs, upstreamMs };
+    return { kind: 'upstream', status, headers: response.headers, body: text };
   }
 }
 
-function overBudget(ctx: RelayContext, holdMs: number, upstreamMs: number): RelayOutcome {
-  return { kind: 'generated', answer: answers.invalidBudget(ctx.budget.retryAfterMs), holdMs, upstreamMs };
+function generated(answer: ProxyAnswer): Outcome {
+  return { kind: 'generated', answer };
 }
 
-/** Applies a 429 to the shared state so that no other request runs into it. */
-async function on429(
-  ctx: RelayContext,
-  admit: AdmitInput,
-  admission: Admission,
-  kind: ResponseKind,
-  rl: RateLimitHeaders,
-  waitMs: number | undefined,
-  served: number,
-): Promise<void> {
-  const wait = waitMs ?? 1000;
-  switch (kind) {
-    case 'global':
-      ctx.metrics.globalPauses.inc();
-      await ctx.store.pauseIdentity(admit.identity, wait);
-      learn(ctx, admit, admission, {}, served);
-      return;
-    case 'shared':
-      // Someone else's use of a shared resource: delay this bucket, keep its counters
-      // (docs/discord-ratelimits.md §1.5).
-      learn(ctx, admit, admission, { hash: rl.bucket, blockMs: wait }, served);
-      return;
-    case 'sublimit':
-      learn(
-        ctx,
-        admit,
-        admission,
-        { ...bucketFacts(rl, 429), sublimitDelay: { tag: admit.sublimit, ms: wait } },
-        served,
-      );
-      return;
-    default:
-      if (rl.bucket === undefined && rl.limit === undefined) {
-        // A route whose answers carry no rate-limit headers has a limit after all
-        // (docs/discord-ratelimits.md §6.4): with no bucket to block, hold this route on this major parameter for
-        // the wait, as a sublimit would, and send its requests one at a time from now on.
-        learn(
-          ctx,
-          admit,
-          admission,
-          { sublimitDelay: { tag: admit.sublimit, ms: wait }, limitedWithoutHeaders: true },
-          served,
-        );
-        return;
-      }
-      learn(ctx, admit, admission, { ...bucketFacts(rl, 429), remaining: 0, blockMs: wait }, served);
-  }
-}
-
-type Facts = Omit<
-  LearnInput,
-  'identity' | 'routeKey' | 'major' | 'bucket' | 'probe' | 'window' | 'slot' | 'serviceMs'
->;
-
-/**
- * What an answer other than a 429 teaches. An error (a 404 on a message delete, say) can come from another bucket
- * than the route's successes (docs/discord-ratelimits.md §2.4): it must not re-map the route, and its counters
- * only apply when it names the bucket the request was admitted to.
- */
-function answerFacts(rl: RateLimitHeaders, status: number, admission: Admission): Facts {
-  const facts = bucketFacts(rl, status);
-  if (status < 400 || rl.bucket === undefined) return facts;
-  const admittedHash = admission.bucket?.split('|')[1];
-  return admittedHash === rl.bucket && !admission.probe ? facts : {};
-}
-
-function bucketFacts(rl: RateLimitHeaders, status: number): Facts {
-  const known = rl.limit !== undefined && rl.remaining !== undefined && rl.resetAfterMs !== undefined;
-  return {
-    hash: rl.bucket,
-    limit: rl.limit,
-    remaining: rl.remaining,
-    resetAfterMs: rl.resetAfterMs,
-    // Only a success proves a route has no limit; errors (5xx, 404 before auth…) may simply lack the headers.
-    unbucketed: !known && rl.bucket === undefined && status >= 200 && status < 300,
-  };
-}
-
-/**
- * Ends one admission in the store with what its answer taught. Learning never delays the answer; waiters of the
- * same queue are woken as soon as it has landed.
- */
-function learn(
-  ctx: RelayContext,
-  admit: AdmitInput,
-  admission: Admission,
-  facts: Facts,
-  serviceMs = 0,
-): void {
-  // A route known to be unbucketed, exempt from the global window, that answered without rate-limit facts holds
-  // nothing to end and teaches nothing: skipping it saves a store call (a Redis round trip) per such request.
-  if (
-    admission.bucket === null &&
-    !admission.probe &&
-    !admission.slot &&
-    facts.hash === undefined &&
-    facts.limit === undefined &&
-    facts.blockMs === undefined &&
-    facts.sublimitDelay === undefined
-  ) {
-    return;
-  }
-  ctx.store.learn(learnInput(admit, admission, facts, serviceMs)).then(
-    () => ctx.scheduler.wake(admit),
-    (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
-  );
-}
-
-function learnInput(admit: AdmitInput, admission: Admission, facts: Facts, serviceMs: number): LearnInput {
-  return {
-    identity: admit.identity,
-    routeKey: admit.routeKey,
-    major: admit.major,
-    bucket: admission.bucket,
-    probe: admission.probe,
-    window: admission.window,
-    slot: admission.slot,
-    unsent: facts.unsent ?? false,
-    serviceMs,
-    hash: facts.hash,
-    limit: facts.limit,
-    remaining: facts.remaining,
-    resetAfterMs: facts.resetAfterMs,
-    unbucketed: facts.unbucketed ?? false,
-    blockMs: facts.blockMs,
-    sublimitDelay: facts.sublimitDelay,
-  };
-}
-
-/**
- * Remembers answers that will repeat, as narrowly as their code says (discord/marks.ts). 401s and 403s count
- * against the invalid-request budget, and the same request sent again would too.
- */
-function knownBad(ctx: RelayContext, out: Outgoing, status: 401 | 403 | 404, code: number | undefined): void {
-  if (status !== 404) ctx.budget.answered(out.admit.identity, true);
-  const mark = markFor(status, code, {
-    authorized: out.authorized,
-    webhook: out.admit.major.startsWith('w:'),
-    webhookWithToken: out.webhookWithToken,
-  });
-  const ms = mark === null ? 0 : ctx.marks[`${mark.duration}Ms`];
-  if (mark === null || ms <= 0) return;
-  ctx.store
-    .mark(out.admit, mark.scope, ms, mark.code)
-    .catch((error: unknown) => ctx.log.warn({ err: error }, 'could not record a known-bad answer'));
+function overBudget(ctx: RelayContext): Outcome {
+  return generated(failure('invalid_budget', ctx.budget.retryAfterMs));
 }
 
 /** Discord's JSON error code, when the body has one. */
@@ -459,32 +236,26 @@ async function readSmall(
   return Buffer.from(await body.arrayBuffer());
 }
 
-function holdAnswer(error: HoldError): ProxyAnswer {
-  switch (error.reason) {
-    case 'known_bad':
-      return knownBadAnswer(error.waitReason, error.code, error.retryAfterMs);
-    case 'overloaded':
-      return answers.overloaded();
-    case 'cloudflare':
-      return answers.cloudflare(error.retryAfterMs);
-    case 'store_error':
-      return answers.storeUnavailable();
-    case 'shutting_down':
-      return answers.shuttingDown();
-    default:
-      return answers.holdTimeout(error.retryAfterMs || 1000);
-  }
+/** The wait before attempt `attempt + 1`: exponential, jittered by half either way. */
+export function backoffMs(attempt: number, random: () => number = Math.random): number {
+  return RETRY_BASE_MS * 2 ** attempt * (0.5 + random());
 }
 
-function backoff(attempt: number, client: AbortSource): Promise<void> {
-  const ms = RETRY_BASE_MS * 2 ** attempt * (0.5 + Math.random());
+/** Waits backoffMs(), or less if the client leaves meanwhile. */
+export function backoff(
+  ctx: Pick<RelayContext, 'clock' | 'random'>,
+  attempt: number,
+  client: AbortSource,
+): Promise<void> {
+  const clock = ctx.clock ?? realClock;
+  const ms = backoffMs(attempt, ctx.random);
   return new Promise((resolve) => {
     if (client.aborted) return resolve();
     const stop = () => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       resolve();
     };
-    const timer = setTimeout(() => {
+    const timer = clock.setTimeout(() => {
       client.removeListener('abort', stop);
       resolve();
     }, ms);

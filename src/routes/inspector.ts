@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Identity } from '../discord/types.js';
-import { answers } from '../errors.js';
+import { failure } from '../errors.js';
 import { type Inspector, parseTop } from '../inspect/state.js';
 
 // Read once at start-up: the page is static, and a missing file should fail the start, not the first visit.
@@ -41,6 +41,6 @@ export function registerInspector(app: FastifyInstance, opts: InspectorRouteOpti
 }
 
 function badRequest(reply: FastifyReply, message: string) {
-  const answer = answers.badRequest(message);
+  const answer = failure('bad_query', undefined, message);
   return reply.code(answer.status).headers(answer.headers).send(answer.body);
 }

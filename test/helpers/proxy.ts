@@ -1,10 +1,8 @@
-import { pino } from 'pino';
 import { type App, buildApp } from '../../src/app.js';
 import { type Config, type Env, loadConfig } from '../../src/config.js';
 import type { LimiterStore } from '../../src/limiter/types.js';
-import { createMetrics, type Metrics } from '../../src/metrics.js';
-import { createStore } from '../../src/store.js';
-import { Upstream } from '../../src/upstream.js';
+import type { Metrics } from '../../src/metrics.js';
+import { createParts } from '../../src/parts.js';
 
 export interface RunningProxy {
   url: string;
@@ -39,29 +37,14 @@ export async function startProxy(
     ...options.env,
   });
   const sink = options.logSink;
-  const log = sink
-    ? pino({ level: config.logLevel }, { write: (line: string) => void sink.push(line) })
-    : pino({ level: 'silent' });
-  const metrics = createMetrics();
-  const created = createStore(config, metrics, log);
   const custom = await options.store?.(config);
-  const store = custom ?? created.store;
-  if (custom) await created.store.close();
-  const upstream = new Upstream({
-    url: config.upstreamUrl,
-    connections: config.upstreamConnections,
-    timeoutMs: config.upstreamTimeoutMs,
-    connectTimeoutMs: config.upstreamConnectTimeoutMs,
+  // The same parts as production (src/parts.ts), with the test's store and log sink when it gives them.
+  const parts = createParts(config, {
+    ...(custom ? { store: custom } : {}),
+    ...(sink ? { logSink: (line: string) => void sink.push(line) } : {}),
   });
-  const app = buildApp({
-    config,
-    store,
-    upstream,
-    metrics,
-    log,
-    ...(custom ? {} : { storeCheck: created.check, storeMode: created.mode }),
-  });
+  const app = buildApp(parts);
   const url = await app.proxy.listen({ port: 0, host: '127.0.0.1' });
   const adminUrl = await app.admin.listen({ port: 0, host: '127.0.0.1' });
-  return { url, adminUrl, app, config, metrics, store, close: () => app.close() };
+  return { url, adminUrl, app, config, metrics: parts.metrics, store: parts.store, close: () => app.close() };
 }

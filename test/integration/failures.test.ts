@@ -35,8 +35,10 @@ describe('upstream failures', () => {
       const res = await env.call(method, path, { body });
       const elapsed = performance.now() - started;
       expectGenerated(res, 504);
+      // Not before UPSTREAM_TIMEOUT_MS (timers never fire early); the upper bound only catches a hang, since a busy
+      // machine stretches it. That it was sent once is counted at the fake below.
       expect(elapsed).toBeGreaterThanOrEqual(450);
-      expect(elapsed).toBeLessThan(3000);
+      expect(elapsed).toBeLessThan(10_000);
       // Long enough for any retry (with backoff) to have shown up.
       await sleep(800);
       expect(seen(method, path)).toBe(1);
@@ -166,7 +168,8 @@ describe('upstream unreachable', () => {
     ] as const) {
       const started = performance.now();
       const res = await client.call(method, `/api/v10/channels/${id(1)}/messages`, body ? { body } : {});
-      expect(performance.now() - started).toBeLessThan(3000);
+      // Generous: the exact backoff delays are asserted in test/unit/relay-time.test.ts with fake timers.
+      expect(performance.now() - started).toBeLessThan(10_000);
       expect(expectGenerated(res, 502).message).toBe('The proxy could not reach Discord.');
     }
     const health = await request(`${proxy.adminUrl}/healthz`);
@@ -286,9 +289,10 @@ describe('holding and giving up', () => {
     const sent = e.fake.received[1]!;
     const which = sent.rawHeaders[sent.rawHeaders.findIndex((h) => h.toLowerCase() === 'x-which') + 1];
     expect(which).toBe('next');
-    // It went at the reset, not a window later.
+    // It went at the reset (2000 ms), not a window later (4000 ms): the bounds sit between, with room for a busy
+    // machine on the late side.
     expect(sent.at - windowStart).toBeGreaterThanOrEqual(1990);
-    expect(sent.at - windowStart).toBeLessThan(2600);
+    expect(sent.at - windowStart).toBeLessThan(3900);
     expect(e.fake.stats().rateLimited.user).toBe(0);
   });
 
@@ -299,10 +303,11 @@ describe('holding and giving up', () => {
     const e = env;
     const path = `/api/v10/channels/${id(30)}`;
     expect((await e.call('GET', path)).status).toBe(200);
-    const started = performance.now();
     const res = await e.call('GET', path, { headers: { 'x-proxy-max-hold-ms': '300' } });
-    expect(performance.now() - started).toBeLessThan(800);
     const body = expectGenerated(res, 429);
+    // At once, not when the 300 ms ran out (a hold timer never fires early, so that would read 300 or more); the
+    // exact moment is asserted on fake timers in test/unit/scheduler.test.ts.
+    expect(Number(res.headers['x-proxy-hold-ms'])).toBeLessThan(300);
     expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(4);
     expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(6);
     expect(body.retry_after).toBeGreaterThan(3.5);
@@ -320,10 +325,9 @@ describe('holding and giving up', () => {
     const path = `/api/v10/channels/${id(31)}`;
     expect((await extraClient.call('GET', path)).status).toBe(200);
     for (const headers of [{}, { 'x-proxy-max-hold-ms': '10000' }]) {
-      const started = performance.now();
       const res = await extraClient.call('GET', path, { headers });
-      expect(performance.now() - started).toBeLessThan(800);
       const body = expectGenerated(res, 429);
+      expect(Number(res.headers['x-proxy-hold-ms'])).toBeLessThan(300);
       expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
       expect(body.retry_after).toBeGreaterThan(0);
     }
@@ -337,7 +341,6 @@ describe('holding and giving up', () => {
     const e = env;
     const path = `/api/v10/channels/${id(32)}`;
     expect((await e.call('GET', path)).status).toBe(200);
-    const started = performance.now();
     // Both may wait 1500 ms: the first goes at the reset (~1000 ms), the second would need ~2000 ms.
     const [first, second] = await Promise.all([
       e.call('GET', path, { headers: { 'x-proxy-max-hold-ms': '1500' } }),
@@ -345,7 +348,8 @@ describe('holding and giving up', () => {
     ]);
     expect(first.status).toBe(200);
     expectGenerated(second, 429);
-    expect(performance.now() - started).toBeLessThan(1800);
+    // Refused when its hold ran out (or as soon as the wait was known to exceed it), never sent: a hold timer fires
+    // late on a busy machine, so the counts at the fake are asserted, not the elapsed time.
     expect(e.fake.received).toHaveLength(2);
     expect(e.fake.stats().rateLimited.user).toBe(0);
   });

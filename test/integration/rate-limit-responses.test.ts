@@ -132,7 +132,6 @@ describe('429 handling', () => {
     }
     const sharedReset = e.fake.received[0]!.at + 1500;
 
-    const started = performance.now();
     const held = Promise.all([
       e.call('POST', emoji(id(1)), { body }),
       e.call('POST', emoji(id(1)), { body }),
@@ -141,10 +140,8 @@ describe('429 handling', () => {
     // Same route on another guild, and another route on the same guild: neither waits.
     const otherGuild = await e.call('POST', emoji(id(2)), { body });
     const sameGuild = await e.call('GET', `/api/v10/guilds/${id(1)}`);
-    const quick = performance.now() - started;
     expect(otherGuild.status).toBe(200);
     expect(sameGuild.status).toBe(200);
-    expect(quick).toBeLessThan(1000);
 
     const results = await held;
     expect(results.map((r) => r.status)).toEqual([200, 200]);
@@ -158,6 +155,12 @@ describe('429 handling', () => {
     );
     expect(retried).toHaveLength(2);
     for (const r of retried) expect(r.at).toBeGreaterThanOrEqual(sharedReset);
+    // Neither of the others waited for the shared block: both reached the fake before the held requests went again.
+    const others = e.fake.received.filter(
+      (r) => r.identity === BOT_A && (r.path === emoji(id(2)) || r.path === `/api/v10/guilds/${id(1)}`),
+    );
+    expect(others).toHaveLength(2);
+    for (const r of others) expect(r.at).toBeLessThan(retried[0]!.at);
   });
 
   it('delays only requests that match a sublimit: renames wait, other edits of the channel go at once', async () => {
@@ -175,19 +178,19 @@ describe('429 handling', () => {
     expect(e.fake.stats().rateLimited.sublimit).toBe(1);
     const seen = e.fake.received.length;
 
-    const started = performance.now();
+    // The sublimit's wait is minutes: had any of these waited behind it, the proxy would have answered 429 after
+    // MAX_HOLD_MS instead. Statuses and counts at the fake say they went at once, whatever the machine's load.
     const edit = await e.call('PATCH', channel, { body: '{"nsfw":true,"rate_limit_per_user":5}' });
     const read = await e.call('GET', channel);
     const elsewhere = await e.call('PATCH', `/api/v10/channels/${id(8)}`, { body: '{"name":"other"}' });
-    expect(performance.now() - started).toBeLessThan(1000);
     expect([edit.status, read.status, elsewhere.status]).toEqual([200, 200, 200]);
     expect(e.fake.received.length).toBe(seen + 3);
 
     // A fourth rename never reaches the fake: the proxy answers with the sublimit's wait.
-    const fourthStarted = performance.now();
     const fourth = await e.call('PATCH', channel, { body: '{"name":"four"}' });
-    expect(performance.now() - fourthStarted).toBeLessThan(1000);
     expect(fourth.status).toBe(429);
+    // Refused at once, not after a hold: the wait is longer than MAX_HOLD_MS, known before holding.
+    expect(Number(fourth.headers['x-proxy-hold-ms'])).toBeLessThan(1000);
     expect(fourth.headers['x-proxy-generated']).toBe('true');
     expect(Number(fourth.headers['retry-after'])).toBeGreaterThan(500);
     expect((fourth.json() as DiscordError).retry_after).toBeGreaterThan(500);

@@ -114,7 +114,6 @@ describe('graceful shutdown on SIGTERM', () => {
     const held = Array.from({ length: 3 }, (_, i) =>
       call('POST', `/api/v10/channels/${HELD_CHANNEL}/messages`, `{"content":"held ${i}"}`),
     );
-    const sentAt = performance.now();
     const inFlight = Array.from({ length: 4 }, (_, i) =>
       call('GET', `/api/v10/channels/30000000000000010${i}/messages/400000000000000001`),
     );
@@ -147,18 +146,22 @@ describe('graceful shutdown on SIGTERM', () => {
       'GET /api/v10/channels/300000000000000300/messages HTTP/1.1\r\nhost: proxy\r\nauthorization: x\r\n\r\n',
     );
 
-    // Already at Discord when the signal came: they finish normally, long before the deadline.
+    // Already at Discord when the signal came: they finish normally, before the deadline's 503s.
+    const heldAnswers = await Promise.all(held);
+    const firstRefusal = Math.min(...heldAnswers.map((res) => res.at));
     for (const res of await Promise.all(inFlight)) {
       expect(res.status).toBe(200);
-      expect(res.at - sentAt).toBeLessThan(LATENCY_MS + 1000);
+      expect(res.at).toBeLessThan(firstRefusal);
     }
-    // Held past the deadline: the proxy's own 503, around SHUTDOWN_MS after the signal.
-    for (const res of await Promise.all(held)) {
+    // Held past the deadline: the proxy's own 503, not before SHUTDOWN_MS after the signal (timers never fire
+    // early). The upper bound only catches a hang; the exact deadline is asserted on fake timers in
+    // test/unit/relay-time.test.ts.
+    for (const res of heldAnswers) {
       expect(res.status).toBe(503);
       expect(res.generated).toBe('true');
       expect(JSON.parse(res.body)).toMatchObject({ code: 990006 });
       expect(res.at - signalledAt).toBeGreaterThan(SHUTDOWN_MS - 100);
-      expect(res.at - signalledAt).toBeLessThan(SHUTDOWN_MS + 1000);
+      expect(res.at - signalledAt).toBeLessThan(SHUTDOWN_MS + 5000);
     }
     // Cut at the deadline; the GET's retry meets the closed scheduler and is answered 503 as well.
     const cut = await hanging;
@@ -167,7 +170,8 @@ describe('graceful shutdown on SIGTERM', () => {
 
     const { code, at } = await proxy.exited;
     expect(code).toBe(0);
-    expect(at - signalledAt).toBeLessThan(SHUTDOWN_MS + 1500);
+    // Exit code 0 already says main.ts's backstop (SHUTDOWN_TIMEOUT_MS + 5 s) did not have to end it.
+    expect(at - signalledAt).toBeLessThan(SHUTDOWN_MS + 5000);
 
     // The raw socket got its held request's 503 with `connection: close`, then the socket closed; the request
     // pipelined behind it was refused, never forwarded.
@@ -208,7 +212,8 @@ describe('graceful shutdown on SIGTERM', () => {
       expect((await Promise.all(calls)).map((res) => res.status)).toEqual([200, 200]);
       const { code, at } = await patient.exited;
       expect(code).toBe(0);
-      expect(at - signalledAt).toBeLessThan(LATENCY_MS + 1500);
+      // Long before the 20 s deadline: the log says the deadline never came, and the bound leaves a busy machine room.
+      expect(at - signalledAt).toBeLessThan(10_000);
       expect(patient.output.join('')).not.toContain('shutdown deadline');
     } finally {
       if (patient.child.exitCode === null) patient.child.kill('SIGKILL');
