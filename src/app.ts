@@ -34,6 +34,7 @@ import { registerAdmin } from './routes/admin.js';
 import { registerInspector } from './routes/inspector.js';
 import { registerProxy, writeAnswer } from './routes/proxy.js';
 import { createProxyAuth } from './security.js';
+import type { RequestTracer } from './tracing/types.js';
 import type { Upstream } from './upstream.js';
 
 export interface AppDeps {
@@ -46,6 +47,8 @@ export interface AppDeps {
   readonly storeCheck?: () => Promise<boolean>;
   /** Where the state lives, as createStore() chose; shown by the inspector (default: memory). */
   readonly storeMode?: 'memory' | 'redis';
+  /** Set while tracing is on (startTracing() in src/tracing/start.ts). */
+  readonly tracer?: RequestTracer | undefined;
 }
 
 export interface App {
@@ -334,6 +337,7 @@ export function buildApp(deps: AppDeps): App {
     heldBodies: new HeldBodies(config.heldBodyLimitBytes, (delta) => metrics.heldBodyBytes.inc(delta)),
     proxyAuth: config.proxyAuthToken ? createProxyAuth(config.proxyAuthToken) : undefined,
     diagnosticHeaders: config.diagnosticHeaders,
+    tracer: deps.tracer,
   });
 
   const admin = Fastify({

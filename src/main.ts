@@ -6,6 +6,7 @@ import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createMetrics } from './metrics.js';
 import { createStore } from './store.js';
+import { startTracing } from './tracing/start.js';
 import { Upstream } from './upstream.js';
 
 /** Beyond SHUTDOWN_TIMEOUT_MS, App.close() needs at most a few seconds to flush answers and close connections. */
@@ -35,7 +36,17 @@ async function main(): Promise<void> {
     timeoutMs: config.upstreamTimeoutMs,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
   });
-  const app = buildApp({ config, store, upstream, metrics, log, storeCheck: check, storeMode: mode });
+  const tracing = await startTracing(config, log);
+  const app = buildApp({
+    config,
+    store,
+    upstream,
+    metrics,
+    log,
+    storeCheck: check,
+    storeMode: mode,
+    tracer: tracing?.tracer,
+  });
   await app.admin.listen({ port: config.adminPort, host: config.adminHost });
   await app.proxy.listen({ port: config.port, host: config.host });
   log.info(
@@ -56,7 +67,8 @@ async function main(): Promise<void> {
     }, config.shutdownTimeoutMs + BACKSTOP_MS).unref();
     const startedAt = performance.now();
     app.close().then(
-      () => {
+      async () => {
+        await tracing?.shutdown();
         log.info({ ms: Math.round(performance.now() - startedAt) }, 'shutdown complete');
         process.exit(0);
       },

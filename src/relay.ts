@@ -17,6 +17,7 @@ import { answers, knownBadAnswer, type ProxyAnswer } from './errors.js';
 import type { Admission, HoldError, Scheduler, Waiter } from './limiter/scheduler.js';
 import type { AdmitInput, LearnInput, LimiterStore } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
+import type { RequestTrace } from './tracing/types.js';
 import { type Upstream, UpstreamError } from './upstream.js';
 
 export interface RelayContext {
@@ -57,6 +58,8 @@ export interface RelayClient extends ClientLink {
   fail(error: unknown): void;
   /** Times the request was sent again so far (X-Proxy-Retries); the relay keeps it up to date. */
   retries?: number;
+  /** The request's spans while tracing is on; the relay adds each hold and upstream attempt. */
+  readonly trace?: RequestTrace | undefined;
 }
 
 export type RelayOutcome =
@@ -141,6 +144,7 @@ class Hold implements Waiter {
     const { ctx, out } = this;
     const waited = performance.now() - this.heldAt;
     ctx.metrics.hold.observe({ route: out.template }, waited / 1000);
+    out.client.trace?.held(this.heldAt, 'admitted');
     // Held requests were checked when they arrived; the budget may have filled while they waited.
     if (!ctx.budget.stillAllows(out.admit.identity)) {
       learn(ctx, out.admit, admission, { unsent: true });
@@ -149,6 +153,7 @@ class Hold implements Waiter {
   }
 
   refused(error: HoldError): void {
+    this.out.client.trace?.held(this.heldAt, error.reason);
     const holdMs = this.holdMs + performance.now() - this.heldAt;
     const upstreamMs = this.upstreamMs;
     if (error.reason === 'aborted') {
@@ -215,6 +220,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
       });
     } catch (error) {
       upstreamMs += performance.now() - sentAt;
+      out.client.trace?.attempt(attempt, sentAt, undefined, error);
       // A failed connect never reached Discord: its slots are free again at once.
       const unsent = error instanceof UpstreamError && error.kind === 'connect';
       learn(ctx, out.admit, admission, { unsent });
@@ -238,6 +244,7 @@ async function exchange(ctx: RelayContext, out: Outgoing, first: Admitted): Prom
     upstreamMs += upstreamTime;
     ctx.metrics.upstreamDuration.observe({ route: out.template }, upstreamTime / 1000);
     const status = response.statusCode;
+    out.client.trace?.attempt(attempt, sentAt, status);
     const rl = parseRateLimitHeaders(response.headers);
     // Discord's own time on the request, which the request cannot have spent on its way there.
     const served = Math.min(rl.serviceMs ?? 0, upstreamTime);

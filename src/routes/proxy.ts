@@ -23,6 +23,7 @@ import {
   relay,
 } from '../relay.js';
 import { ALLOWED_METHODS, checkTarget, type TargetProblem } from '../security.js';
+import type { RequestTrace, RequestTracer } from '../tracing/types.js';
 
 export interface ProxyRouteOptions {
   readonly relay: RelayContext;
@@ -40,6 +41,8 @@ export interface ProxyRouteOptions {
   readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
   /** PROXY_DIAGNOSTIC_HEADERS: X-Proxy-Hold-Ms, -Upstream-Ms, -Retries and -Bucket on every answer. */
   readonly diagnosticHeaders?: boolean;
+  /** Set while tracing is on (OTLP endpoint configured): one trace per classified request. */
+  readonly tracer?: RequestTracer | undefined;
 }
 
 /** A client may ask to be held for less than the configured maximum (never more). */
@@ -148,6 +151,7 @@ function accept(opts: ProxyRouteOptions, req: IncomingMessage, res: ServerRespon
       : undefined;
   const client = new ProxyClient(opts, res, method, route.template, startedAt, limited);
   client.route = route;
+  client.trace = opts.tracer?.start(req.headers, method, route, startedAt);
   if (buffered) {
     // Small bodies are kept so that a 429 can be retried for the client; large uploads, and any body once the
     // held bodies reach their byte bound, wait in the client's socket and stream through once.
@@ -212,6 +216,7 @@ class ProxyClient extends ClientLink implements RelayClient {
   retries = 0;
   /** The classified route, for X-Proxy-Bucket. */
   route: Pick<RouteInfo, 'routeKey' | 'major'> | undefined = undefined;
+  trace: RequestTrace | undefined = undefined;
 
   constructor(
     private readonly opts: ProxyRouteOptions,
@@ -233,9 +238,11 @@ class ProxyClient extends ClientLink implements RelayClient {
     } catch (error) {
       this.fail(error);
     }
+    this.trace?.end(outcome, this.retries);
   }
 
   fail(error: unknown): void {
+    this.trace?.fail(error);
     failed(this.opts, this.res, this.method, this.template, this.startedAt, error);
   }
 

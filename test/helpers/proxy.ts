@@ -4,6 +4,7 @@ import { type Config, type Env, loadConfig } from '../../src/config.js';
 import type { LimiterStore } from '../../src/limiter/types.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { createStore } from '../../src/store.js';
+import type { RequestTracer } from '../../src/tracing/types.js';
 import { Upstream } from '../../src/upstream.js';
 
 export interface RunningProxy {
@@ -21,6 +22,8 @@ export interface StartProxyOptions {
   store?: (config: Config) => LimiterStore | Promise<LimiterStore>;
   /** Collects the proxy's log lines (JSON) instead of discarding them. */
   logSink?: string[];
+  /** Traces requests with this tracer (as main.ts does when an OTLP endpoint is set). */
+  tracer?: RequestTracer;
 }
 
 /** Builds the production app with real sockets on free loopback ports, pointing at `upstreamUrl`. */
@@ -59,6 +62,7 @@ export async function startProxy(
     upstream,
     metrics,
     log,
+    tracer: options.tracer,
     ...(custom ? {} : { storeCheck: created.check, storeMode: created.mode }),
   });
   const url = await app.proxy.listen({ port: 0, host: '127.0.0.1' });
