@@ -88,6 +88,7 @@ export function buildApp(parts: Parts): App {
     retryBodyLimitBytes: config.retryBodyLimitBytes,
     heldBodies: parts.heldBodies,
     proxyAuth: parts.proxyAuth,
+    tracer: parts.tracer,
   });
 
   const admin = Fastify({

@@ -52,6 +52,10 @@ export interface Config {
   readonly keepAliveTimeoutMs: number;
   /** X-Proxy-Hold-Ms, X-Proxy-Upstream-Ms, X-Proxy-Retries and X-Proxy-Bucket on every answer. */
   readonly diagnosticHeaders: boolean;
+  /** Where OTLP/HTTP traces go (the signal's URL, `/v1/traces` included); undefined: tracing off, SDK not loaded. */
+  readonly tracesEndpoint: string | undefined;
+  /** The traces' `service.name`. */
+  readonly serviceName: string;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -97,11 +101,27 @@ export const ENV_DEFAULTS = {
   HEADERS_TIMEOUT_MS: '10000',
   KEEP_ALIVE_TIMEOUT_MS: '65000',
   PROXY_DIAGNOSTIC_HEADERS: 'true',
+  // The standard OpenTelemetry variables the proxy acts on; the sampler ones are read by the SDK itself and only
+  // checked here, so that a typo is reported at start-up rather than silently sampling everything.
+  OTEL_EXPORTER_OTLP_ENDPOINT: '',
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: '',
+  OTEL_SERVICE_NAME: 'discord-ratelimit-proxy',
+  OTEL_TRACES_SAMPLER: 'parentbased_always_on',
+  OTEL_TRACES_SAMPLER_ARG: '',
 } as const satisfies Record<string, string>;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+/** The samplers the OpenTelemetry SDK builds from OTEL_TRACES_SAMPLER (the jaeger/xray ones need other packages). */
+const SAMPLERS = new Set([
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+]);
 
 // Without TOKEN_HASH_KEY the hash is still keyed, but with a key anyone can read here; replicas must agree on it.
 const DEFAULT_TOKEN_HASH_KEY = 'discord-ratelimit-proxy/default-key';
@@ -198,7 +218,21 @@ export function loadConfig(env: Env): Config {
     headersTimeoutMs: int('HEADERS_TIMEOUT_MS', 100, 600_000),
     keepAliveTimeoutMs: int('KEEP_ALIVE_TIMEOUT_MS', 100, 3_600_000),
     diagnosticHeaders: bool('PROXY_DIAGNOSTIC_HEADERS'),
+    tracesEndpoint: tracesEndpoint(
+      url('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']),
+      url('OTEL_EXPORTER_OTLP_ENDPOINT', ['http:', 'https:']),
+    ),
+    serviceName: raw('OTEL_SERVICE_NAME'),
   };
+  if (!SAMPLERS.has(raw('OTEL_TRACES_SAMPLER'))) {
+    problems.push(
+      `OTEL_TRACES_SAMPLER must be one of ${[...SAMPLERS].join(', ')}, got "${raw('OTEL_TRACES_SAMPLER')}"`,
+    );
+  }
+  const ratio = raw('OTEL_TRACES_SAMPLER_ARG');
+  if (ratio !== '' && !/^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(ratio)) {
+    problems.push(`OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1, got "${ratio}"`);
+  }
   if (/[{}]/.test(config.redisKeyPrefix)) {
     problems.push('REDIS_KEY_PREFIX must not contain { or }: they would move the per-identity hash tag');
   }
@@ -210,6 +244,15 @@ export function loadConfig(env: Env): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/**
+ * The traces URL as the OTLP exporter specification builds it: the signal's own variable as it is, or the
+ * general one with `/v1/traces` appended.
+ */
+function tracesEndpoint(traces: string | undefined, general: string | undefined): string | undefined {
+  if (traces !== undefined) return traces;
+  return general === undefined ? undefined : `${general.replace(/\/+$/, '')}/v1/traces`;
 }
 
 /** "123456789012345678:500,234567890123456789:1200" → bot id → requests per second. */

@@ -4,6 +4,7 @@
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createParts } from './parts.js';
+import { startTracing } from './tracing/start.js';
 
 /** Beyond SHUTDOWN_TIMEOUT_MS, App.close() needs at most a few seconds to flush answers and close connections. */
 const BACKSTOP_MS = 5000;
@@ -21,7 +22,9 @@ async function main(): Promise<void> {
   }
   const parts = createParts(config);
   const { log, storeMode: mode } = parts;
-  const app = buildApp(parts);
+  // Off (undefined, the SDK never loaded) unless an OTLP endpoint is configured.
+  const tracing = await startTracing(config, log);
+  const app = buildApp({ ...parts, tracer: tracing?.tracer });
   await app.admin.listen({ port: config.adminPort, host: config.adminHost });
   await app.proxy.listen({ port: config.port, host: config.host });
   log.info(
@@ -42,7 +45,9 @@ async function main(): Promise<void> {
     }, config.shutdownTimeoutMs + BACKSTOP_MS).unref();
     const startedAt = performance.now();
     app.close().then(
-      () => {
+      async () => {
+        // The spans of the drained requests go out before the exit (bounded inside shutdown()).
+        await tracing?.shutdown().catch(() => undefined);
         log.info({ ms: Math.round(performance.now() - startedAt) }, 'shutdown complete');
         process.exit(0);
       },

@@ -15,6 +15,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { createProxyAuth } from './security.js';
 import { createLogger } from './server/logger.js';
 import { createStore } from './store.js';
+import type { RequestTracer } from './tracing/types.js';
 import { Upstream } from './upstream.js';
 
 export interface Parts {
@@ -37,6 +38,8 @@ export interface Parts {
   readonly heldBodies: HeldBodies;
   /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
   readonly proxyAuth: ((presented: string | undefined) => boolean) | undefined;
+  /** Set while tracing is on: main.ts starts it (tracing/start.ts), since loading the SDK is asynchronous. */
+  readonly tracer?: RequestTracer | undefined;
 }
 
 export interface PartsOptions {

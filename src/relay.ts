@@ -67,6 +67,7 @@ export function admitted(ctx: RelayContext, req: ProxyRequest, admission: Admiss
   const waited = performance.now() - req.heldAt;
   req.holdMs += waited;
   ctx.metrics.hold.observe({ route: req.template }, waited / 1000);
+  req.trace?.held(req.heldAt, 'admitted');
   // Held requests were checked when they arrived; the budget may have filled while they waited.
   if (!ctx.budget.stillAllows(req.admit.identity)) {
     learn(ctx, req, admission, { unsent: true });
@@ -77,6 +78,7 @@ export function admitted(ctx: RelayContext, req: ProxyRequest, admission: Admiss
 /** The hold ends with a refusal: the proxy's own answer (or nothing, for a client that left). */
 export function refused(ctx: RelayContext, req: ProxyRequest, error: HoldError): void {
   req.holdMs += performance.now() - req.heldAt;
+  req.trace?.held(req.heldAt, error.reason);
   if (error.reason === 'aborted') {
     go(ctx, req, ABORTED);
     return;
@@ -141,6 +143,7 @@ async function forward(ctx: RelayContext, req: ProxyRequest, first: Admission): 
       });
     } catch (error) {
       req.upstreamMs += performance.now() - sentAt;
+      req.trace?.attempt(attempt, sentAt, undefined, error);
       // A failed connect never reached Discord: its slots are free again at once.
       const unsent = error instanceof UpstreamError && error.kind === 'connect';
       learn(ctx, req, admission, { unsent });
@@ -158,6 +161,7 @@ async function forward(ctx: RelayContext, req: ProxyRequest, first: Admission): 
     req.upstreamMs += upstreamTime;
     ctx.metrics.upstreamDuration.observe({ route: req.template }, upstreamTime / 1000);
     const status = response.statusCode;
+    req.trace?.attempt(attempt, sentAt, status);
     const rl = parseRateLimitHeaders(response.headers);
     // Discord's own time on the request, which the request cannot have spent on its way there.
     const served = Math.min(rl.serviceMs ?? 0, upstreamTime);

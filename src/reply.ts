@@ -43,6 +43,12 @@ function respond(ctx: ReplyContext, req: ProxyRequest, outcome: Outcome): void {
   }
   if (outcome.kind === 'aborted') {
     ctx.log.debug({ route: req.template }, 'client went away');
+    req.trace?.end({
+      status: undefined,
+      retries: req.retries,
+      holdMs: req.holdMs,
+      upstreamMs: req.upstreamMs,
+    });
     return;
   }
   if (outcome.kind === 'generated') {
@@ -71,6 +77,7 @@ export function answer(ctx: ReplyContext, req: ProxyRequest, proxyAnswer: ProxyA
  */
 export function failed(ctx: ReplyContext, req: ProxyRequest, error: unknown): void {
   const res = req.res;
+  req.trace?.fail(error);
   try {
     ctx.log.error({ err: error, route: req.template }, 'request failed inside the proxy');
     if (res.headersSent) res.destroy();
@@ -134,6 +141,7 @@ function diagnosticHeaders(req: ProxyRequest): Record<string, string> {
 
 function logAndCount(ctx: ReplyContext, req: ProxyRequest, status: number, generated?: string): void {
   const seconds = (performance.now() - req.startedAt) / 1000;
+  req.trace?.end({ status, generated, retries: req.retries, holdMs: req.holdMs, upstreamMs: req.upstreamMs });
   const labels = { method: req.method, route: req.template, status: String(status) };
   ctx.metrics.requests.inc(labels);
   ctx.metrics.duration.observe(labels, seconds);

@@ -17,6 +17,7 @@ import type { Identity, RouteInfo } from './discord/types.js';
 import type { ProxyAnswer } from './errors.js';
 import type { Admission, HoldError, Waiter } from './limiter/scheduler.js';
 import type { AdmitInput } from './limiter/types.js';
+import type { RequestTrace } from './tracing/types.js';
 
 /** What became of a request once the proxy is done with it; its times are on the record. */
 export type Outcome =
@@ -89,6 +90,9 @@ export class ProxyRequest extends ClientLink implements Waiter {
   retries = 0;
   /** Time waiting for Discord's response headers, over all attempts. */
   upstreamMs = 0;
+  // every step
+  /** Set while tracing is on (tracing/): the request's spans. */
+  trace: RequestTrace | undefined = undefined;
 
   constructor(
     readonly steps: RequestSteps,

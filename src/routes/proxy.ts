@@ -24,6 +24,7 @@ import { admit, admitted, headerValue, type RelayContext, refused } from '../rel
 import { answer, failed, type ReplyContext, reply } from '../reply.js';
 import { type LimitedBody, ProxyRequest, type RequestSteps } from '../request.js';
 import { ALLOWED_METHODS, checkTarget } from '../security.js';
+import type { RequestTracer } from '../tracing/types.js';
 
 export interface ProxyRouteOptions {
   readonly relay: RelayContext;
@@ -37,6 +38,8 @@ export interface ProxyRouteOptions {
   readonly heldBodies: HeldBodies;
   /** Set when PROXY_AUTH_TOKEN is: checks a client's Proxy-Authorization header in constant time. */
   readonly proxyAuth?: ((presented: string | undefined) => boolean) | undefined;
+  /** Set while tracing is on (OTLP endpoint configured): one trace per classified request. */
+  readonly tracer?: RequestTracer | undefined;
 }
 
 /** A client may ask to be held for less than the configured maximum (never more). */
@@ -118,6 +121,8 @@ function handle(
     const route = classify(req.method, path, Date.now(), opts.tokenHash);
     req.template = route.template;
     req.route = route;
+    // From the route as classified, never the raw URL (a webhook's token is in its path).
+    req.trace = opts.tracer?.start(raw.headers, req.method, route, req.startedAt);
     // receive, continued: the body, then admit (or the answer to a body that is too large)
     readBodyThenAdmit(opts, raw, req);
   } catch (error) {

@@ -3,6 +3,7 @@ import { type Config, type Env, loadConfig } from '../../src/config.js';
 import type { LimiterStore } from '../../src/limiter/types.js';
 import type { Metrics } from '../../src/metrics.js';
 import { createParts } from '../../src/parts.js';
+import type { RequestTracer } from '../../src/tracing/types.js';
 
 export interface RunningProxy {
   url: string;
@@ -19,6 +20,8 @@ export interface StartProxyOptions {
   store?: (config: Config) => LimiterStore | Promise<LimiterStore>;
   /** Collects the proxy's log lines (JSON) instead of discarding them. */
   logSink?: string[];
+  /** Traces requests with this tracer (as main.ts does when an OTLP endpoint is set). */
+  tracer?: RequestTracer;
 }
 
 /** Builds the production app with real sockets on free loopback ports, pointing at `upstreamUrl`. */
@@ -43,7 +46,7 @@ export async function startProxy(
     ...(custom ? { store: custom } : {}),
     ...(sink ? { logSink: (line: string) => void sink.push(line) } : {}),
   });
-  const app = buildApp(parts);
+  const app = buildApp({ ...parts, tracer: options.tracer });
   const url = await app.proxy.listen({ port: 0, host: '127.0.0.1' });
   const adminUrl = await app.admin.listen({ port: 0, host: '127.0.0.1' });
   return { url, adminUrl, app, config, metrics: parts.metrics, store: parts.store, close: () => app.close() };
