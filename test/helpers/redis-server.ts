@@ -8,7 +8,24 @@ export interface RedisProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * Ports this test process was already given: the kernel may hand a just-closed ephemeral port out again, and two
+ * servers of one test (a proxy's public and admin ports) must not get the same one.
+ */
+const given = new Set<number>();
+
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await anyFreePort();
+    if (!given.has(port)) {
+      given.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free port that was not given out already');
+}
+
+function anyFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
