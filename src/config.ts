@@ -16,6 +16,7 @@ export interface Config {
   readonly redisFallbackReplicas: number;
   /** Most requests of one identity sent to Redis in one script call (1: one call per request). */
   readonly redisBatchMax: number;
+  readonly redisLeaseMs: number;
   readonly globalRateLimit: number;
   readonly globalRateLimitOverrides: ReadonlyMap<string, number>;
   /** Added to the 1000 ms global window so jitter between here and Discord cannot squeeze 51 into a second. */
@@ -72,6 +73,7 @@ export const ENV_DEFAULTS = {
   REDIS_KEY_PREFIX: 'drlp:',
   REDIS_FALLBACK_REPLICAS: '3',
   REDIS_BATCH_MAX: '64',
+  REDIS_LEASE_MS: '200',
   GLOBAL_RATE_LIMIT: '50',
   GLOBAL_RATE_LIMIT_OVERRIDES: '',
   GLOBAL_WINDOW_MARGIN_MS: '20',
@@ -189,6 +191,7 @@ export function loadConfig(env: Env): Config {
     redisKeyPrefix: raw('REDIS_KEY_PREFIX'),
     redisFallbackReplicas: int('REDIS_FALLBACK_REPLICAS', 1, 1000),
     redisBatchMax: int('REDIS_BATCH_MAX', 1, 1000),
+    redisLeaseMs: int('REDIS_LEASE_MS', 0, 1000),
     globalRateLimit: int('GLOBAL_RATE_LIMIT', 1, 100_000),
     globalRateLimitOverrides: parseOverrides(raw('GLOBAL_RATE_LIMIT_OVERRIDES'), problems),
     globalWindowMarginMs: int('GLOBAL_WINDOW_MARGIN_MS', 0, 1000),

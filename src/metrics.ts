@@ -5,6 +5,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { GENERATED_REASONS } from './errors.js';
+import { LEASE_OUTCOMES } from './limiter/leases.js';
 import type { UpstreamFailureKind } from './upstream.js';
 
 export const UPSTREAM_SCOPES = ['user', 'global', 'shared', 'sublimit', 'cloudflare'] as const;
@@ -176,6 +177,12 @@ export function createMetrics() {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
       registers: [registry],
     }),
+    leased: new Counter({
+      name: 'discord_proxy_redis_leased_admissions_total',
+      help: 'Admissions taken from Redis ahead of demand (granted), used from a lease without a round trip (spent), and given back unused (returned).',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     redisUp: new Gauge({
       name: 'discord_proxy_redis_up',
       help: '1 when the shared state in Redis is reachable (or not configured), 0 while falling back.',
@@ -204,6 +211,7 @@ export function createMetrics() {
   for (const scope of UPSTREAM_SCOPES) m.upstream429.inc({ scope }, 0);
   for (const reason of GENERATED_REASONS) m.generated.inc({ reason }, 0);
   for (const kind of UPSTREAM_ERROR_KINDS) m.upstreamErrors.inc({ kind }, 0);
+  for (const outcome of LEASE_OUTCOMES) m.leased.inc({ outcome }, 0);
   return m;
 }
 

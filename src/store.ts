@@ -64,6 +64,8 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
     prefix: config.redisKeyPrefix,
     ownsClient: true,
     batchMax: config.redisBatchMax,
+    leaseMs: config.redisLeaseMs,
+    onLease: (outcome, n) => metrics.leased.inc({ outcome }, n),
   });
   const store = new FailoverStore(shared, local, {
     fallbackReplicas: config.redisFallbackReplicas,

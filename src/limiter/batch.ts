@@ -30,19 +30,22 @@ export class Batcher<T, R> {
         this.send(group, pending.items, pending.settle);
       } else if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flush());
+        setImmediate(() => void this.flush());
       }
     });
   }
 
-  private flush(): void {
+  /** Sends what is gathered now; resolves when those calls have settled, whichever way. */
+  flush(): Promise<void> {
     this.scheduled = false;
-    for (const [group, pending] of this.groups) this.send(group, pending.items, pending.settle);
+    const sent: Promise<void>[] = [];
+    for (const [group, pending] of this.groups) sent.push(this.send(group, pending.items, pending.settle));
     this.groups.clear();
+    return Promise.all(sent).then(() => undefined);
   }
 
-  private send(group: string, items: T[], settle: Settle<R>[]): void {
-    this.run(group, items).then(
+  private send(group: string, items: T[], settle: Settle<R>[]): Promise<void> {
+    return this.run(group, items).then(
       (results) => {
         for (let i = 0; i < settle.length; i++) {
           const result = results[i];

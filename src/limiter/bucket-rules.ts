@@ -108,9 +108,15 @@ export function takeBucket(
   return { probe: false, window: s.window };
 }
 
-/** Ends one admission of this bucket that was counted in flight (not a probe). */
-export function endInFlight(s: BucketState): void {
+/**
+ * Ends one admission of this bucket that was counted in flight (not a probe). One that never left (`unsent`: its
+ * client went away, or a replica's lease ran out unspent) also gives its place back while the bucket is still in
+ * the window it was counted in: Discord never saw it.
+ */
+export function endInFlight(s: BucketState, unsent = false, window?: number): void {
   if (s.inflight > 0) s.inflight -= 1;
+  if (unsent && window === s.window && s.limit !== undefined)
+    s.remaining = Math.min(s.limit, s.remaining + 1);
 }
 
 export interface BucketFacts {

@@ -151,7 +151,7 @@ export class MemoryStore implements LimiterStore {
       if (!input.hash || input.bucket !== `${input.identity}|${input.hash}|${input.major}`) {
         this.buckets.delete(input.bucket!);
       }
-    } else if (admitted && !input.probe) endInFlight(admitted);
+    } else if (admitted && !input.probe) endInFlight(admitted, input.unsent, input.window);
     if (input.sublimitDelay) {
       const key = sublimitKey(input, input.sublimitDelay.tag);
       this.sublimits.set(key, Math.max(this.sublimits.get(key) ?? 0, now + input.sublimitDelay.ms));

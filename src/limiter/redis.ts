@@ -24,6 +24,7 @@ import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
 import { Batcher } from './batch.js';
 import type { BucketState } from './bucket-rules.js';
+import { type Clock, realClock } from './clock.js';
 import {
   type BucketRef,
   type BucketView,
@@ -32,6 +33,7 @@ import {
   markPlace,
   viewBucket,
 } from './inspection.js';
+import { type Admission, type LeaseOutcome, Leases } from './leases.js';
 import {
   type AdmitInput,
   type AdmitResult,
@@ -65,10 +67,20 @@ export interface RedisStoreOptions extends StoreOptions {
   readonly ownsClient?: boolean;
   /** Most requests of one identity per script call (default 64; 1 sends each request on its own). */
   readonly batchMax?: number;
+  /**
+   * How long admissions taken ahead of demand for a hot queue may be spent here, ms (default 200; 0: never take
+   * any). See leases.ts. At most a quarter of probeTimeoutMs, so a leased admission is answered while it counts.
+   */
+  readonly leaseMs?: number;
+  /** The leases' clock and timer (tests set it). */
+  readonly clock?: Clock;
+  /** Counts what happens to leased admissions (metrics.ts leased). */
+  readonly onLease?: (outcome: LeaseOutcome, n: number) => void;
 }
 
 const DEFAULT_KEY_TTL_MS = 10 * 60_000;
 const DEFAULT_CLOUDFLARE_POLL_MS = 500;
+const DEFAULT_LEASE_MS = 200;
 
 /** The scripts' reason codes, in order from 1 (lua/admit.lua). */
 const REASONS: readonly WaitReason[] = [
@@ -148,6 +160,8 @@ export class RedisStore implements LimiterStore {
   private polling = false;
   private readonly admits: Batcher<AdmitInput, AdmitResult>;
   private readonly learns: Batcher<LearnInput, true>;
+  private readonly leases: Leases | undefined;
+  private readonly clock: Clock;
   private readonly poller: NodeJS.Timeout | undefined;
 
   constructor(
@@ -162,6 +176,15 @@ export class RedisStore implements LimiterStore {
     const batchMax = options.batchMax ?? 64;
     this.admits = new Batcher((identity, inputs) => this.admitBatch(identity, inputs), batchMax);
     this.learns = new Batcher((identity, inputs) => this.learnBatch(identity, inputs), batchMax);
+    this.clock = options.clock ?? realClock;
+    const leaseMs = Math.min(options.leaseMs ?? DEFAULT_LEASE_MS, options.probeTimeoutMs / 4);
+    if (leaseMs > 0)
+      this.leases = new Leases(
+        this.clock,
+        leaseMs,
+        (input, admission) => this.giveBack(input, admission),
+        options.onLease,
+      );
     this.prefix = options.prefix;
     this.keyTtlMs = Math.ceil(options.keyTtlMs ?? DEFAULT_KEY_TTL_MS);
     if (!(this.keyTtlMs > 0)) throw new Error('RedisStore keyTtlMs must be a positive number of ms');
@@ -175,9 +198,16 @@ export class RedisStore implements LimiterStore {
     }
   }
 
+  /** Admissions this replica holds ahead of demand, unspent (leases.ts). */
+  get leased(): number {
+    return this.leases?.held ?? 0;
+  }
+
   async admit(input: AdmitInput): Promise<AdmitResult> {
     const cloudflareMs = this.cloudflareUntil - performance.now();
     if (cloudflareMs > 0) return { ok: false, reason: 'cloudflare', waitMs: cloudflareMs };
+    const leased = this.leases?.take(input);
+    if (leased) return leased;
     return this.admits.add(input.identity, input);
   }
 
@@ -193,20 +223,46 @@ export class RedisStore implements LimiterStore {
       PROBE_POLL_MS,
       STALLED_WINDOW_MS,
     ];
-    for (const input of inputs) {
+    // How many admissions more each request asks for, for its queue's lease (0 for most).
+    const wants = inputs.map((input) => this.leases?.want(input) ?? 0);
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i]!;
       keys.push(
         `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
         `${base}route:${input.routeKey}`,
       );
-      args.push(input.routeKey, input.major, input.globalLimit, input.target ?? '');
+      args.push(input.routeKey, input.major, input.globalLimit, input.target ?? '', wants[i]!);
     }
-    const replies = await this.scripts.drlpAdmit(keys.length, ...keys, ...args);
-    if (!Array.isArray(replies) || replies.length !== inputs.length)
-      throw new Error('unexpected reply from the admit script');
-    return replies.map((reply) => admitResult(identity, reply));
+    const sentAt = this.clock.now();
+    let replies: unknown;
+    try {
+      replies = await this.scripts.drlpAdmit(keys.length, ...keys, ...args);
+      if (!Array.isArray(replies) || replies.length !== inputs.length)
+        throw new Error('unexpected reply from the admit script');
+    } catch (error) {
+      for (let i = 0; i < inputs.length; i++) if (wants[i]! > 0) this.leases?.failed(inputs[i]!);
+      throw error;
+    }
+    return (replies as unknown[]).map((reply, i) => {
+      const result = admitResult(identity, reply);
+      if (wants[i]! > 0) this.leases?.granted(inputs[i]!, extraAdmissions(result, reply), sentAt);
+      return result;
+    });
+  }
+
+  /** Ends an admission taken for a lease and never spent (its global slot and bucket place are free again). */
+  private giveBack(input: AdmitInput, admission: Admission): void {
+    const { identity, routeKey, major } = input;
+    const { bucket, probe, window, slot } = admission;
+    this.learn({ identity, routeKey, major, bucket, probe, window, slot, unsent: true }).catch(() => {
+      // Unreachable Redis: the admission stops counting at its in-flight timeout instead.
+    });
   }
 
   async learn(input: LearnInput): Promise<void> {
+    // Every kind of 429 comes with one of these: what this replica leased for the identity may no longer hold.
+    if (input.blockMs !== undefined || input.sublimitDelay || input.limitedWithoutHeaders)
+      this.leases?.drop(input.identity);
     await this.learns.add(input.identity, input);
   }
 
@@ -244,6 +300,7 @@ export class RedisStore implements LimiterStore {
   }
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {
+    this.leases?.drop(identity);
     await this.scripts.drlpPause(`${this.identityBase(identity)}pause`, ms);
   }
 
@@ -260,6 +317,7 @@ export class RedisStore implements LimiterStore {
   }
 
   async mark(at: MarkAt, scope: MarkScope, ms: number, code: number): Promise<void> {
+    this.leases?.drop(at.identity);
     await this.scripts.drlpMark(`${this.identityBase(at.identity)}bad`, MARK_FIELD[scope](at), ms, code);
   }
 
@@ -280,6 +338,9 @@ export class RedisStore implements LimiterStore {
 
   async close(): Promise<void> {
     if (this.poller) clearInterval(this.poller);
+    // Unspent leased admissions go back before the client closes, so other replicas need not wait them out.
+    this.leases?.close();
+    await this.learns.flush();
     if (this.options.ownsClient) await this.redis.quit();
   }
 
@@ -418,6 +479,12 @@ function bucketState(f: (string | null)[] | null): BucketState | undefined {
 /** An absent (or non-finite) header value; Lua would read "nan" as a number and poison the bucket with it. */
 function fact(value: number | undefined): number | '' {
   return value !== undefined && Number.isFinite(value) ? value : '';
+}
+
+/** The admissions granted beyond the request's own (lua/admit.lua: one more global slot id each, after the fifth). */
+function extraAdmissions(result: AdmitResult, reply: unknown): Admission[] {
+  if (!result.ok || !Array.isArray(reply) || reply.length <= 5) return [];
+  return reply.slice(5).map((slot) => ({ ...result, probe: false, slot: String(slot) }));
 }
 
 function admitResult(identity: string, reply: unknown): AdmitResult {

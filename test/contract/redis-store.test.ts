@@ -166,7 +166,8 @@ describe('redis store', () => {
   });
 
   it('decides each admit in exactly one round trip', async () => {
-    const store = makeStore({ cloudflarePollMs: 0 });
+    // Without leases, which would serve most of these without asking (see "leases" below).
+    const store = makeStore({ cloudflarePollMs: 0, leaseMs: 0 });
     const req: AdmitInput = {
       identity: 'rt',
       routeKey: 'GET /users/@me',
@@ -216,7 +217,8 @@ describe('redis store', () => {
   });
 
   it('reads and writes each bucket once per batch, and reads no sublimit key while the identity has none', async () => {
-    const store = makeStore({ cloudflarePollMs: 0 });
+    // Without leases: the slots counted below are those of the batch's own requests.
+    const store = makeStore({ cloudflarePollMs: 0, leaseMs: 0 });
     const req = (i: number): AdmitInput => ({
       identity: 'once',
       routeKey: 'POST /channels/:id/messages',
@@ -285,6 +287,146 @@ describe('redis store', () => {
       2 + 64,
       3 + 64,
     ]);
+  });
+
+  describe('leases', () => {
+    const hot = (identity: string, overrides: Partial<AdmitInput> = {}): AdmitInput => ({
+      identity,
+      routeKey: 'GET /channels/:id/messages',
+      major: 'c:1',
+      globalLimit: 1000,
+      sublimit: '*',
+      ...overrides,
+    });
+    /** Teaches the store the route's bucket: `limit`, all of it remaining, resetting in a minute. */
+    async function known(store: RedisStore, req: AdmitInput, limit: number): Promise<void> {
+      const probe = await store.admit(req);
+      if (!probe.ok) throw new Error('probe refused');
+      const facts = { hash: 'h', limit, remaining: limit, resetAfterMs: 60_000 };
+      await store.learn({ ...req, bucket: probe.bucket, probe: true, ...facts });
+    }
+    const inWindow = (identity: string) => redis.zcard(`${prefixOf.get(identity)}{${identity}}:gslots`);
+    const prefixOf = new Map<string, string>();
+    const storeFor = (identity: string) => {
+      const prefix = prefixOf.get(identity) ?? newPrefix();
+      prefixOf.set(identity, prefix);
+      return makeStore({ cloudflarePollMs: 0, prefix });
+    };
+
+    it('serves a hot queue mostly from leases, and gives back exactly what it did not spend', async () => {
+      const store = storeFor('lease-hot');
+      const req = hot('lease-hot');
+      await known(store, req, 1_000_000);
+      const sent = await commandsSentDuring(async () => {
+        for (let i = 0; i < 100; i++) expect(await store.admit(req)).toMatchObject({ ok: true });
+      });
+      // Each ask takes about as many more as the queue used since: a handful of calls for 100 admissions.
+      expect(sent.length).toBeLessThanOrEqual(12);
+      expect(store.leased).toBeGreaterThan(0);
+      // The probe's slot (ended by its answer) and the 100 spent, plus the unspent, all count in Redis...
+      expect(await inWindow('lease-hot')).toBe(101 + store.leased);
+      await store.close();
+      // ...until the store gives the unspent back.
+      expect(await inWindow('lease-hot')).toBe(101);
+    });
+
+    it('leases no more than half of what the global window and a bucket have left', async () => {
+      const store = storeFor('lease-half');
+      const req = hot('lease-half', { globalLimit: 100 });
+      await known(store, req, 1_000_000);
+      // Arriving together, they go as one call, and the first asks for about as many more as came with it.
+      const admitted = await Promise.all(Array.from({ length: 30 }, () => store.admit(req)));
+      expect(admitted.every((a) => a.ok)).toBe(true);
+      // The probe and the 30 hold 31 of the 100; the lease takes 19 more, up to half of the window, and stops.
+      expect(store.leased).toBe(19);
+      expect(await inWindow('lease-half')).toBe(50);
+      await store.close();
+
+      const bucketed = storeFor('lease-bucket');
+      const small = hot('lease-bucket');
+      await known(bucketed, small, 100);
+      await Promise.all(Array.from({ length: 30 }, () => bucketed.admit(small)));
+      const remaining = Number(
+        await redis.hget(`${prefixOf.get('lease-bucket')}{lease-bucket}:bucket:h|c:1`, 'r'),
+      );
+      // 70 left after the 30; the lease takes 20, down to half of the bucket's limit.
+      expect(bucketed.leased).toBe(20);
+      expect(remaining).toBe(50);
+      await bucketed.close();
+    });
+
+    it('never takes a place from a request that came with the lease', async () => {
+      const store = storeFor('lease-last');
+      const req = hot('lease-last', { globalLimit: 100 });
+      await known(store, req, 1_000_000);
+      // 60 together: every one is decided before the lease, which then finds the window past half and takes none.
+      const admitted = await Promise.all(Array.from({ length: 60 }, () => store.admit(req)));
+      expect(admitted.filter((a) => a.ok)).toHaveLength(60);
+      expect(store.leased).toBe(0);
+      await store.close();
+    });
+
+    it('admits exactly the bucket across two replicas that lease, and each gets its share', async () => {
+      const prefix = newPrefix();
+      const a = makeStore({ cloudflarePollMs: 0, prefix });
+      const b = makeStore({ cloudflarePollMs: 0, prefix });
+      const req = hot('lease-two');
+      await known(a, req, 40);
+      let admitted = 0;
+      const each = new Map([
+        [a, 0],
+        [b, 0],
+      ]);
+      // In turns until both are refused: every place of the window is used once, none twice.
+      for (let round = 0; round < 100; round++) {
+        let any = false;
+        for (const store of [a, b]) {
+          if ((await store.admit(req)).ok) {
+            admitted += 1;
+            each.set(store, (each.get(store) ?? 0) + 1);
+            any = true;
+          }
+        }
+        if (!any) break;
+      }
+      expect(admitted).toBe(40);
+      expect(each.get(b)).toBeGreaterThanOrEqual(10);
+      await Promise.all([a.close(), b.close()]);
+    });
+
+    it("drops an identity's leases at once when this replica learns of a pause, a mark or a 429", async () => {
+      const cases: [string, (store: RedisStore, req: AdmitInput) => Promise<void>, string][] = [
+        ['lease-pause', (store, req) => store.pauseIdentity(req.identity, 5000), 'paused'],
+        ['lease-mark', (store, req) => store.mark(req, 'revoked', 5000, 0), 'revoked'],
+        [
+          'lease-429',
+          (store, req) =>
+            store.learn({ ...req, bucket: null, probe: false, sublimitDelay: { tag: '*', ms: 5000 } }),
+          'sublimit',
+        ],
+      ];
+      for (const [identity, lesson, reason] of cases) {
+        const store = storeFor(identity);
+        const req = hot(identity);
+        await known(store, req, 1_000_000);
+        for (let i = 0; i < 10; i++) await store.admit(req);
+        expect(store.leased, identity).toBeGreaterThan(0);
+        await lesson(store, req);
+        expect(store.leased, identity).toBe(0);
+        expect(await store.admit(req), identity).toMatchObject({ ok: false, reason });
+        await store.close();
+      }
+    });
+
+    it('leases nothing while the identity has a mark or a sublimit anywhere', async () => {
+      const store = storeFor('lease-marked');
+      const req = hot('lease-marked');
+      await known(store, req, 1_000_000);
+      await store.mark({ ...req, major: 'c:2' }, 'closed', 60_000, 50001);
+      for (let i = 0; i < 20; i++) expect(await store.admit(req)).toMatchObject({ ok: true });
+      expect(store.leased).toBe(0);
+      await store.close();
+    });
   });
 
   it('shows a Cloudflare pause to other replicas within a poll', async () => {

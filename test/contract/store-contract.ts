@@ -179,6 +179,45 @@ export function storeContract(
       if (!global.ok) expect(global.waitMs).toBeGreaterThan(900);
     });
 
+    it('gives a bucket place back for an admission that never left, within the window it was counted in', async () => {
+      const req = input();
+      const probe = await store.admit(req);
+      if (!probe.ok) throw new Error('probe refused');
+      await store.learn({ ...answer(req, probe), hash: 'h', limit: 3, remaining: 3, resetAfterMs: 5000 });
+      const first = await store.admit(req);
+      const second = await store.admit(req);
+      if (!first.ok || !second.ok) throw new Error('refused');
+      await store.learn({ ...answer(req, first), unsent: true });
+      // Three places: `second` holds one, `first`'s came back.
+      expect(await drain(req)).toBe(2);
+      // An answered one gives nothing back, and neither does an unsent one twice over the limit.
+      await store.learn({ ...answer(req, second), limit: 3, remaining: 0, resetAfterMs: 5000 });
+      expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'bucket' });
+    });
+
+    it('gives no bucket place back for an unsent admission of an earlier window', async () => {
+      const req = input({ globalLimit: 0 });
+      const probe = await store.admit(req);
+      if (!probe.ok) throw new Error('probe refused');
+      // The window ends RESET_MARGIN_MS (5 ms) after this answer; `old` then stays in flight for the in-flight
+      // timeout (300 ms), however slow the machine, from its admission.
+      await store.learn({ ...answer(req, probe), hash: 'h', limit: 2, remaining: 2, resetAfterMs: 0 });
+      const old = await store.admit(req);
+      if (!old.ok) throw new Error('refused');
+      await sleep(20);
+      // A new window, handed out less `old`, still in flight: one place.
+      const fresh = await store.admit(req);
+      expect(fresh).toMatchObject({ ok: true });
+      if (!fresh.ok || fresh.window === old.window) throw new Error('expected a new window');
+      expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'bucket' });
+      // `old` never left, but its window is over: the new window does not get a place back for it...
+      await store.learn({ ...answer(req, old), unsent: true });
+      expect(await store.admit(req)).toMatchObject({ ok: false, reason: 'bucket' });
+      // ...while `fresh`, unsent in its own window, does.
+      await store.learn({ ...answer(req, fresh), unsent: true });
+      expect(await store.admit(req)).toMatchObject({ ok: true });
+    });
+
     it('keeps an unanswered request in its global window until its answer, then a full window', async () => {
       const req = input({ routeKey: 'GET /users/@me', major: '-', globalLimit: 2 });
       const probe = await store.admit(req);

@@ -29,16 +29,20 @@
     ARGV[5]  PROBE_POLL_MS
     ARGV[6]  STALLED_WINDOW_MS
     then for each request i:
-    ARGV[7 + 4i]   routeKey
-    ARGV[8 + 4i]   major
-    ARGV[9 + 4i]   global limit (requests per window; 0 = exempt)
-    ARGV[10 + 4i]  target: the ids of the path past its major parameter
+    ARGV[7 + 5i]   routeKey
+    ARGV[8 + 5i]   major
+    ARGV[9 + 5i]   global limit (requests per window; 0 = exempt)
+    ARGV[10 + 5i]  target: the ids of the path past its major parameter
+    ARGV[11 + 5i]  extra: how many admissions more to grant along with this one for the replica's lease
+                   (redis.ts Leases), each one counted exactly like this request's own
 
   Output: one reply per request, in order:
-    {1, bucketSuffix, probe, window, slot}
+    {1, bucketSuffix, probe, window, slot, extraSlot...}
                               admitted; bucketSuffix is "<hash or unk:routeKey>|<major>" or "" (not bucketed),
                               probe is 1 when this request finds out an unknown bucket's limits, window the
-                              bucket's local window it was counted in, slot its global slot id ("" if exempt)
+                              bucket's local window it was counted in, slot its global slot id ("" if exempt);
+                              then one global slot id ("" if exempt) per extra admission granted (at most
+                              `extra`): the same bucket and window, never a probe
     {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused,
                               7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs,
                               and a fourth element, the code of Discord's answer that set the mark);
@@ -85,7 +89,25 @@ local function bucket(key)
   return s
 end
 
-local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target)
+-- One more slot in the identity's global window, counted until its answer (or its in-flight timeout).
+local function takeSlot()
+  -- Unique within this run by its count (every admission of one run has the same `now`); the prefix check covers
+  -- a run of another replica in the same microsecond.
+  if slotPrefix == nil then
+    slotPrefix = string.format('%.3f', now)
+    while redis.call('ZSCORE', gslotsKey, slotPrefix .. '.1') do slotPrefix = slotPrefix .. '+' end
+    slotsUntil = now + timeout + windowMs
+  end
+  globalCount = globalCount + 1
+  local slot = slotPrefix .. '.' .. (#newSlots / 2 + 1)
+  newSlots[#newSlots + 1] = slotsUntil
+  newSlots[#newSlots + 1] = slot
+  return slot
+end
+
+local leases = {} -- {reply, extra, bucket state, bucket key, global limit} of admitted requests that want more
+
+local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target, extraArg)
   local globalLimit = tonumber(globalLimitArg)
 
   -- In the order of MARK_SCOPES (types.ts), each with its wait reason.
@@ -170,17 +192,7 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
       local soonest = tonumber(redis.call('ZRANGE', gslotsKey, 0, 0, 'WITHSCORES')[2]) or slotsUntil
       return {0, 5, math.ceil(math.min(soonest - now, windowMs))}
     end
-    -- Unique within this run by its count (every admission of one run has the same `now`); the prefix check covers
-    -- a run of another replica in the same microsecond.
-    if slotPrefix == nil then
-      slotPrefix = string.format('%.3f', now)
-      while redis.call('ZSCORE', gslotsKey, slotPrefix .. '.1') do slotPrefix = slotPrefix .. '+' end
-      slotsUntil = now + timeout + windowMs
-    end
-    globalCount = globalCount + 1
-    slot = slotPrefix .. '.' .. (#newSlots / 2 + 1)
-    newSlots[#newSlots + 1] = slotsUntil
-    newSlots[#newSlots + 1] = slot
+    slot = takeSlot()
   end
 
   -- Commit the bucket only now: a request turned away by the global window must not use a bucket slot.
@@ -204,13 +216,35 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
       changed[#changed + 1] = bucketKey
     end
   end
-  return {1, suffix, probe, window, slot}
+  local reply = {1, suffix, probe, window, slot}
+  local extra = tonumber(extraArg) or 0
+  if extra > 0 and probe == 0 then leases[#leases + 1] = {reply, extra, s, bucketKey, globalLimit} end
+  return reply
+end
+
+-- A lease: more admissions like an admitted request, for the replica to spend without asking (redis.ts Leases).
+-- Granted after every request of the run is decided, so a lease never takes a place from a request that came with
+-- it; only while nothing holds the identity back (no mark, no sublimit; a paused identity admitted nothing), never
+-- for an unknown bucket, and only while they leave at least half of the bucket's remaining and of the global
+-- window to everyone else.
+local function lease(reply, extra, s, bucketKey, globalLimit)
+  for _ = 1, extra do
+    if bucketKey and s.r - 1 < s.l / 2 then return end
+    if globalLimit > 0 and globalCount + 1 > globalLimit / 2 then return end
+    local extraSlot = ''
+    if globalLimit > 0 then extraSlot = takeSlot() end
+    if bucketKey then s.r, s.i = s.r - 1, s.i + 1 end
+    reply[#reply + 1] = extraSlot
+  end
 end
 
 local replies = {}
 for i = 0, (#KEYS - 4) / 2 - 1 do
-  replies[i + 1] = admit(KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i], ARGV[9 + 4 * i],
-    ARGV[10 + 4 * i])
+  local a = 7 + 5 * i
+  replies[i + 1] = admit(KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+end
+if anyMarks == false and anySublimit == false then
+  for _, l in ipairs(leases) do lease(l[1], l[2], l[3], l[4], l[5]) end
 end
 
 for _, key in ipairs(changed) do
@@ -223,9 +257,11 @@ for _, key in ipairs(changed) do
   redis.call('HSET', key, unpack(fields))
   redis.call('PEXPIRE', key, math.ceil(math.max(s.t, s.b, s.p, s.u, now) - now + idleMs))
 end
--- At most REDIS_BATCH_MAX (1000) pairs: well within what unpack can pass.
 if #newSlots > 0 then
-  redis.call('ZADD', gslotsKey, unpack(newSlots))
+  -- In chunks: with leases a run may take thousands of slots, more than unpack can pass at once.
+  for first = 1, #newSlots, 2000 do
+    redis.call('ZADD', gslotsKey, unpack(newSlots, first, math.min(first + 1999, #newSlots)))
+  end
   redis.call('PEXPIRE', gslotsKey, math.ceil(slotsUntil - now))
 end
 return replies

@@ -137,6 +137,11 @@ local function learn(routeKeyName, admittedKey, targetKey, subKey, mapping, hash
       a.i = a.i - 1
       change(admittedKey, a)
     end
+    -- A request that never left gives its place back within the window it was counted in (endInFlight).
+    if unsent == '1' and tonumber(window) == a.w and a.l ~= nil and a.exists then
+      a.r = math.min(a.l, a.r + 1)
+      change(admittedKey, a)
+    end
   end
 
   if subMs ~= '' then

@@ -1,0 +1,102 @@
+/**
+ * Leases (src/limiter/leases.ts) with three real replicas, far from Discord (the fake's far profile: requests and
+ * answers overtake each other), on one Redis and on a Redis Cluster: a hot queue is served mostly without a round
+ * trip to Redis, and Discord still draws no 429, for a roomy bucket and for a token's global window.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { BOT_A, clientFor, runWorkers } from '../helpers/env.js';
+import { type FakeProcess, startFakeProcess } from '../helpers/fake-process.js';
+import { type ProxyProcess, startProxyProcess } from '../helpers/proxy-process.js';
+import { type RedisClusterProcess, startRedisCluster } from '../helpers/redis-cluster.js';
+
+const GLOBAL = 300;
+const channel = String(230000000000000000n);
+let cluster: RedisClusterProcess;
+
+beforeAll(async () => {
+  cluster = await startRedisCluster(3);
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+const STORES = [
+  { name: 'one Redis', env: (): Record<string, string> => ({ REDIS_URL: inject('redisUrl') }) },
+  {
+    name: 'a Redis Cluster',
+    env: (): Record<string, string> => ({
+      REDIS_CLUSTER_NODES: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
+    }),
+  },
+] as const;
+
+/** What the replicas' leases did, all three together, from their /metrics. */
+async function leased(replicas: ProxyProcess[]): Promise<Record<string, number>> {
+  const totals: Record<string, number> = { granted: 0, spent: 0, returned: 0 };
+  for (const replica of replicas) {
+    const text = await (await fetch(`${replica.adminUrl}/metrics`)).text();
+    for (const match of text.matchAll(
+      /^discord_proxy_redis_leased_admissions_total\{outcome="(\w+)"\} (\d+)/gm,
+    ))
+      totals[match[1]!] = (totals[match[1]!] ?? 0) + Number(match[2]);
+  }
+  return totals;
+}
+
+describe.each(STORES)('leases on $name, three replicas far from Discord', (store) => {
+  let fake: FakeProcess;
+  let replicas: ProxyProcess[] = [];
+  let clients: ReturnType<typeof clientFor>[] = [];
+
+  beforeAll(async () => {
+    fake = await startFakeProcess(['--profile', 'far', '--global', String(GLOBAL)]);
+    const env = {
+      ...store.env(),
+      UPSTREAM_URL: fake.url,
+      GLOBAL_RATE_LIMIT: String(GLOBAL),
+      REDIS_KEY_PREFIX: `lease${Math.random().toString(36).slice(2)}:`,
+    };
+    replicas = await Promise.all([startProxyProcess(env), startProxyProcess(env), startProxyProcess(env)]);
+    clients = replicas.map((r) => clientFor(r.url));
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.client.close()));
+    await Promise.all(replicas.map((r) => r.kill()));
+    await fake?.stop();
+  });
+
+  /** 150 workers, each on one replica, for 4 s; every answer must be Discord's 200. */
+  async function load(path: string): Promise<void> {
+    const statuses = new Map<number, number>();
+    await runWorkers(150, 4000, async (worker) => {
+      const res = await clients[worker % 3]!.call('GET', path, { auth: BOT_A });
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    });
+    expect([...statuses.keys()]).toEqual([200]);
+  }
+
+  it('spends leased admissions of a roomy hot bucket and draws no 429', async () => {
+    await fake.control('reset');
+    await fake.policy({ method: 'GET', template: '/channels/{id}/messages', limit: 100, windowMs: 1000 });
+    const before = await leased(replicas);
+    await load(`/api/v10/channels/${channel}/messages`);
+    const stats = await fake.stats();
+    expect(stats.rateLimited).toMatchObject({ user: 0, global: 0, sublimit: 0 });
+    // Four windows of 100 at most, and the bucket was the limit: it filled most of them.
+    expect(stats.total).toBeGreaterThanOrEqual(200);
+    const after = await leased(replicas);
+    expect(after.spent! - before.spent!).toBeGreaterThan(0);
+  });
+
+  it("spends leased global slots of an unbucketed route and keeps the token's window", async () => {
+    await fake.control('reset');
+    const before = await leased(replicas);
+    await load('/api/v10/users/@me');
+    const stats = await fake.stats();
+    expect(stats.rateLimited).toMatchObject({ user: 0, global: 0, sublimit: 0 });
+    expect(stats.busiestWindow).toBeLessThanOrEqual(GLOBAL);
+    expect(stats.total).toBeGreaterThanOrEqual(2 * GLOBAL);
+    const after = await leased(replicas);
+    expect(after.spent! - before.spent!).toBeGreaterThan(0);
+  });
+});
