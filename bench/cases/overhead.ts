@@ -34,13 +34,14 @@ export const OVERHEAD_TARGETS: readonly TargetSetup[] = [
   { kind: 'proxy-memory', replicas: 1 },
   { kind: 'proxy-redis', replicas: 1 },
   { kind: 'proxy-redis', replicas: 3 },
+  { kind: 'proxy-redis-nolease', replicas: 1 },
   { kind: 'proxy-redis-unbatched', replicas: 1 },
   { kind: 'discordjs', replicas: 1 },
 ];
 
-/** At low load only what bears on added latency: @discordjs/proxy and the unbatched variant add nothing to read. */
+/** At low load only what bears on added latency: @discordjs/proxy and the Redis variants add nothing to read. */
 export const LOW_LOAD_TARGETS: readonly TargetSetup[] = OVERHEAD_TARGETS.filter(
-  (t) => t.kind !== 'discordjs' && t.kind !== 'proxy-redis-unbatched',
+  (t) => t.kind !== 'discordjs' && t.kind !== 'proxy-redis-unbatched' && t.kind !== 'proxy-redis-nolease',
 );
 /** The low-load case: answers after a fixed 20 ms, 4 requests in flight. */
 export const LOW_LOAD = { latency: 'fixed:20', latencyMs: 20, concurrency: 4 } as const;

@@ -287,10 +287,17 @@ export class Harness {
         return make([p], [p.admin]);
       }
       case 'proxy-redis':
+      case 'proxy-redis-nolease':
       case 'proxy-redis-unbatched': {
         const { url } = await this.redis();
-        // Unbatched: one script call per request, as before batching, for comparison in the same run.
-        const batch = kind === 'proxy-redis' ? {} : { REDIS_BATCH_MAX: '1' };
+        // For comparison in the same run: without leases (batching only), and unbatched (one script call per
+        // admit and per learn, without leases: as before issue 13).
+        const batch =
+          kind === 'proxy-redis'
+            ? {}
+            : kind === 'proxy-redis-nolease'
+              ? { REDIS_LEASE_MS: '0' }
+              : { REDIS_BATCH_MAX: '1', REDIS_LEASE_MS: '0' };
         const started = await Promise.all(
           Array.from({ length: replicas }, (_, i) =>
             this.proxy(`${kind}-${i + 1}`, upstream, { ...global, ...batch, REDIS_URL: url }),

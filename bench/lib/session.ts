@@ -83,6 +83,7 @@ const LABEL: Record<string, string> = {
   bare: 'bare pass-through',
   'proxy-memory': 'proxy (in-process)',
   'proxy-redis': 'proxy (Redis)',
+  'proxy-redis-nolease': 'proxy (Redis, no leases)',
   'proxy-redis-unbatched': 'proxy (Redis, unbatched)',
   discordjs: '@discordjs/proxy',
 };
