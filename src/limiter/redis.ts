@@ -161,6 +161,10 @@ export class RedisStore implements LimiterStore {
   private readonly admits: Batcher<AdmitInput, AdmitResult>;
   private readonly learns: Batcher<LearnInput, true>;
   private readonly leases: Leases | undefined;
+  /** The admits that are a lease's background refill (leases.ts), not a request's. */
+  private readonly refills = new WeakSet<AdmitInput>();
+  /** Refills on their way, which close() waits for so that what they bring is given back too. */
+  private readonly refilling = new Set<Promise<unknown>>();
   private readonly clock: Clock;
   private readonly poller: NodeJS.Timeout | undefined;
 
@@ -183,6 +187,7 @@ export class RedisStore implements LimiterStore {
         this.clock,
         leaseMs,
         (input, admission) => this.giveBack(input, admission),
+        (input) => this.refill(input),
         options.onLease,
       );
     this.prefix = options.prefix;
@@ -224,7 +229,7 @@ export class RedisStore implements LimiterStore {
       STALLED_WINDOW_MS,
     ];
     // How many admissions more each request asks for, for its queue's lease (0 for most).
-    const wants = inputs.map((input) => this.leases?.want(input) ?? 0);
+    const wants = inputs.map((input) => this.leases?.want(input, this.refills.has(input)) ?? 0);
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i]!;
       keys.push(
@@ -244,10 +249,32 @@ export class RedisStore implements LimiterStore {
       throw error;
     }
     return (replies as unknown[]).map((reply, i) => {
+      const input = inputs[i]!;
       const result = admitResult(identity, reply);
-      if (wants[i]! > 0) this.leases?.granted(inputs[i]!, extraAdmissions(result, reply), sentAt);
+      if (this.refills.has(input)) {
+        // Nobody waits for a refill: its own admission goes to the lease with the others.
+        this.leases?.granted(input, result.ok ? [result, ...extraAdmissions(result, reply)] : [], sentAt);
+      } else if (wants[i]! > 0) this.leases?.granted(input, extraAdmissions(result, reply), sentAt);
       return result;
     });
+  }
+
+  /** Asks for a queue's next lease in the background, once half of the last one is spent (leases.ts). */
+  private refill(input: AdmitInput): void {
+    const ask = { ...input };
+    this.refills.add(ask);
+    const cloudflare = this.cloudflareRemaining() > 0;
+    const sent = cloudflare ? Promise.reject(new Error('paused')) : this.admits.add(input.identity, ask);
+    const asked: Promise<void> = sent.then(
+      () => {
+        this.refilling.delete(asked);
+      },
+      () => {
+        this.refilling.delete(asked);
+        this.leases?.failed(ask);
+      },
+    );
+    this.refilling.add(asked);
   }
 
   /** Ends an admission taken for a lease and never spent (its global slot and bucket place are free again). */
@@ -338,7 +365,10 @@ export class RedisStore implements LimiterStore {
 
   async close(): Promise<void> {
     if (this.poller) clearInterval(this.poller);
-    // Unspent leased admissions go back before the client closes, so other replicas need not wait them out.
+    // Unspent leased admissions go back before the client closes, so other replicas need not wait them out; a
+    // refill still on its way is sent and waited for first, so that what it brings goes back too.
+    await this.admits.flush();
+    await Promise.allSettled([...this.refilling]);
     this.leases?.close();
     await this.learns.flush();
     if (this.options.ownsClient) await this.redis.quit();

@@ -1,6 +1,6 @@
 /**
- * Leases (src/limiter/leases.ts) on fake timers: how much a queue asks for ahead of demand, exactly how long an
- * unspent admission may be spent, and that every one not spent is given back once.
+ * Leases (src/limiter/leases.ts) on fake timers: how much a queue asks for ahead of demand, when it asks for the
+ * next grant, exactly how long an unspent admission may be spent, and that every one not spent is given back once.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { realClock } from '../../src/limiter/clock.js';
@@ -25,11 +25,18 @@ const admissions = (n: number, from = 1): Admission[] =>
   }));
 
 let given: string[];
+let refills: AdmitInput[];
 let leases: Leases;
 beforeEach(() => {
   vi.useFakeTimers({ now: 0 });
   given = [];
-  leases = new Leases(realClock, LEASE_MS, (_input, admission) => given.push(admission.slot));
+  refills = [];
+  leases = new Leases(
+    realClock,
+    LEASE_MS,
+    (_input, admission) => given.push(admission.slot),
+    (one) => refills.push(one),
+  );
 });
 afterEach(() => {
   leases.close();
@@ -40,6 +47,12 @@ afterEach(() => {
 function miss(one = input()): number {
   expect(leases.take(one)).toBeUndefined();
   return leases.want(one);
+}
+/** A queue that asked `n` times and was granted `n` admissions (slots from `from`) by an ask sent at `sentAt`. */
+function leased(n: number, one = input(), from = 1, sentAt = 0): void {
+  for (let i = 0; i < n; i++) leases.take(one);
+  expect(miss(one)).toBe(n);
+  leases.granted(one, admissions(n, from), sentAt);
 }
 
 describe('leases', () => {
@@ -64,24 +77,42 @@ describe('leases', () => {
     expect(miss()).toBe(0);
   });
 
-  it('spends what was granted until exactly leaseMs after the ask was sent, then gives the rest back', () => {
-    for (let i = 0; i < 3; i++) leases.take(input());
-    expect(miss()).toBe(3);
-    vi.advanceTimersByTime(5); // the answer comes back 5 ms after the ask was sent at 0
-    leases.granted(input(), admissions(3), 0);
-    expect(leases.take(input())?.slot).toBe('s3');
+  it('spends the oldest first, until exactly leaseMs after its ask was sent, then gives the rest back', () => {
+    leased(3);
+    vi.advanceTimersByTime(5); // the answer came back 5 ms after the ask was sent at 0
+    expect(leases.take(input())?.slot).toBe('s1');
     vi.advanceTimersByTime(LEASE_MS - 6); // 199 ms after the ask: still valid
     expect(leases.take(input())?.slot).toBe('s2');
     vi.advanceTimersByTime(1); // 200 ms after: over
     expect(leases.take(input())).toBeUndefined();
-    expect(given).toEqual(['s1']);
+    expect(given).toEqual(['s3']);
     expect(leases.held).toBe(0);
   });
 
+  it('asks for the next grant in the background once half of the last one is spent, and only once', () => {
+    leased(4);
+    expect(leases.take(input())?.slot).toBe('s1');
+    expect(refills).toEqual([]);
+    expect(leases.take(input())?.slot).toBe('s2'); // 2 of 4 left: half
+    expect(refills).toHaveLength(1);
+    expect(leases.take(input())?.slot).toBe('s3');
+    expect(refills).toHaveLength(1);
+    // The refill goes to Redis: it wants the queue's demand (8 asks in this period) less the one still held.
+    expect(leases.want(refills[0]!, true)).toBe(7);
+    vi.advanceTimersByTime(10);
+    leases.granted(refills[0]!, admissions(6, 10), 10);
+    // Oldest first: what is left of the first grant, then the refill's, valid until 10 + leaseMs.
+    expect(leases.take(input())?.slot).toBe('s4');
+    expect(leases.take(input())?.slot).toBe('s10');
+    vi.advanceTimersByTime(LEASE_MS - 1); // 209: the refill's are still valid
+    expect(leases.take(input())?.slot).toBe('s11');
+    vi.advanceTimersByTime(1);
+    expect(leases.take(input())).toBeUndefined();
+    expect(given).toEqual(['s12', 's13', 's14', 's15']);
+  });
+
   it('gives back what ran out unspent on its own, within one period, and forgets idle queues', () => {
-    for (let i = 0; i < 4; i++) leases.take(input());
-    expect(miss()).toBe(4);
-    leases.granted(input(), admissions(4), 0);
+    leased(4);
     expect(leases.held).toBe(4);
     vi.advanceTimersByTime(LEASE_MS);
     expect(given).toEqual(['s1', 's2', 's3', 's4']);
@@ -91,22 +122,30 @@ describe('leases', () => {
     expect(miss()).toBe(0);
   });
 
-  it("drops an identity's leases at once, and only that identity's", () => {
-    for (const identity of ['a', 'b']) {
-      for (let i = 0; i < 2; i++) leases.take(input('c:1', identity));
-      expect(miss(input('c:1', identity))).toBe(2);
-      leases.granted(input('c:1', identity), admissions(2, identity === 'a' ? 1 : 10), 0);
-    }
+  it("drops an identity's leases at once, and only that identity's; grants of asks sent before go back", () => {
+    leased(2, input('c:1', 'a'), 1);
+    leased(2, input('c:1', 'b'), 10);
+    vi.advanceTimersByTime(5);
+    // An ask of `a` sent now, answered after the drop below.
+    for (let i = 0; i < 2; i++) leases.take(input('c:2', 'a'));
+    expect(miss(input('c:2', 'a'))).toBe(2);
+    vi.advanceTimersByTime(1);
     leases.drop('a');
     expect(given).toEqual(['s1', 's2']);
+    leases.granted(input('c:2', 'a'), admissions(2, 20), 5);
+    expect(given).toEqual(['s1', 's2', 's20', 's21']);
     expect(leases.take(input('c:1', 'a'))).toBeUndefined();
-    expect(leases.take(input('c:1', 'b'))?.slot).toBe('s11');
+    expect(leases.take(input('c:2', 'a'))).toBeUndefined();
+    expect(leases.take(input('c:1', 'b'))?.slot).toBe('s10');
+    // An ask sent after the drop leases again.
+    vi.advanceTimersByTime(1);
+    expect(leases.want(input('c:1', 'a'))).toBeGreaterThan(0);
+    leases.granted(input('c:1', 'a'), admissions(1, 30), 7);
+    expect(leases.take(input('c:1', 'a'))?.slot).toBe('s30');
   });
 
   it('keeps queues apart: another channel does not spend this one’s admissions', () => {
-    for (let i = 0; i < 2; i++) leases.take(input('c:1'));
-    expect(miss(input('c:1'))).toBe(2);
-    leases.granted(input('c:1'), admissions(2), 0);
+    leased(2, input('c:1'));
     expect(leases.take(input('c:2'))).toBeUndefined();
     expect(leases.take(input('c:1'))).toBeDefined();
   });
@@ -114,9 +153,7 @@ describe('leases', () => {
   it('gives back an answer for a queue it no longer knows, and everything at close', () => {
     leases.granted(input('c:9'), admissions(2), 0);
     expect(given).toEqual(['s1', 's2']);
-    for (let i = 0; i < 2; i++) leases.take(input());
-    expect(miss()).toBe(2);
-    leases.granted(input(), admissions(2, 5), 0);
+    leased(2, input(), 5);
     leases.close();
     expect(given).toEqual(['s1', 's2', 's5', 's6']);
     expect(vi.getTimerCount()).toBe(0);
