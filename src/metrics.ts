@@ -172,7 +172,7 @@ export function createMetrics() {
     }),
     redisLatency: new Histogram({
       name: 'discord_proxy_redis_duration_seconds',
-      help: 'Round trip of limiter calls to Redis, by operation.',
+      help: 'Round trip of limiter calls to Redis, by operation (admit and learn: one per script call, however many requests it carries).',
       labelNames: ['op'] as const,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
       registers: [registry],

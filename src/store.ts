@@ -66,6 +66,7 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
     batchMax: config.redisBatchMax,
     leaseMs: config.redisLeaseMs,
     onLease: (outcome, n) => metrics.leased.inc({ outcome }, n),
+    onCall: (op, seconds) => metrics.redisLatency.observe({ op }, seconds),
   });
   const store = new FailoverStore(shared, local, {
     fallbackReplicas: config.redisFallbackReplicas,

@@ -52,15 +52,15 @@ export class FailoverStore implements LimiterStore {
 
   async admit(input: AdmitInput): Promise<AdmitResult> {
     if (this.useShared()) {
-      const started = this.clock.now();
       try {
         const limited = this.afterOutage(input);
         if (limited === null) {
           const waitMs = Math.max(1, this.fallback.globalWait(input.identity, input.globalLimit));
           return { ok: false, reason: 'global', waitMs };
         }
+        // Its round trips are timed by the shared store itself (RedisStore onCall): one admit may be a share of
+        // one call, or none at all (a lease).
         const result = await this.shared.admit(limited);
-        this.options.onLatency?.('admit', (this.clock.now() - started) / 1000);
         this.recovered();
         return result;
       } catch (error) {
@@ -92,7 +92,7 @@ export class FailoverStore implements LimiterStore {
 
   async learn(input: LearnInput): Promise<void> {
     await this.fallback.learn(input);
-    await this.both((store) => store.learn(input), 'learn');
+    await this.both((store) => store.learn(input));
   }
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {
@@ -211,13 +211,16 @@ export class FailoverStore implements LimiterStore {
     return true;
   }
 
-  /** Writes to the shared store when it is in use; a failure switches to local mode and is not rethrown. */
-  private async both(write: (store: LimiterStore) => Promise<void>, op: string): Promise<void> {
+  /**
+   * Writes to the shared store when it is in use; a failure switches to local mode and is not rethrown. `op`: the
+   * write is timed as that operation (learns are not: they are batched, and the shared store times its calls).
+   */
+  private async both(write: (store: LimiterStore) => Promise<void>, op?: string): Promise<void> {
     if (!this.useShared()) return;
     const started = this.clock.now();
     try {
       await write(this.shared);
-      this.options.onLatency?.(op, (this.clock.now() - started) / 1000);
+      if (op) this.options.onLatency?.(op, (this.clock.now() - started) / 1000);
       this.recovered();
     } catch (error) {
       this.failed(error);

@@ -4,22 +4,27 @@
   back together): remembers the route's bucket hash, releases the probe, takes the request out of its bucket's and
   its global window's requests in flight, delays a sublimit, and updates the bucket's counters.
 
-  Input (numkeys = 2 + 4 x n for n answers; every key carries the identity's hash tag, so one slot):
+  Input (numkeys = 2; every key the script touches carries the identity's hash tag, so one slot):
     KEYS[1]  global window        ZSET: slot id -> when it stops counting (only used when the slot is not "")
     KEYS[2]  any sublimit         STRING, PX = the longest sublimit delay of the identity (admit.lua reads it first)
-    then for each answer i (from 0):
-    KEYS[3 + 4i]  route -> hash   STRING: the bucket hash, "" for a route Discord does not bucket, "!" for one
-                                  limited without rate-limit headers
-    KEYS[4 + 4i]  admitted bucket HASH: the bucket admit() gave this request (only used when `ended` is not "")
-    KEYS[5 + 4i]  target bucket   HASH: the bucket the response describes (only used when `targetKind` is not "")
-    KEYS[6 + 4i]  sublimit        STRING with PX (only written when `subMs` is not "")
-    Unused keys are passed as another key of the same identity.
 
     ARGV[1]  reset margin, ms
     ARGV[2]  lifetime of a route mapping after it was last learned, ms (a block extends it)
     ARGV[3]  idle lifetime of a bucket after its last reset/block/probe, ms
     ARGV[4]  global window length, ms
-    then for each answer i, 13 values from ARGV[5 + 13i]:
+    ARGV[5]  the identity's key base, e.g. "drlp:{identity}:"; the keys of each answer are built from it (as
+             admit.lua builds bucket keys), so that an answer costs one argument instead of four long key names:
+               P{I}:route:<routeKey>                route -> hash: the bucket hash, "" for a route Discord does not
+                                                    bucket, "!" for one limited without rate-limit headers
+               P{I}:bucket:<admitted>               the bucket admit() gave this request (when `ended` is not "")
+               P{I}:bucket:<hashArg>|<major>        the bucket the response describes, when hashArg is not ""
+                                                    (otherwise the admitted one)
+               P{I}:sub:<routeKey>|<major>|<tag>    the sublimit delay (written when `subMs` is not "")
+    then one argument per answer, ARGV[6 + i]: its 17 fields joined by "\n" (no field can hold one: route keys
+    and ids come from a parsed request target, the hash from a parsed response header):
+      routeKey, major
+      admitted      the admitted bucket's suffix ("<hash or unk:routeKey>|<major>"), or ""
+      tag           the sublimit tag (used when `subMs` is not "")
       mapping       "h": the route maps to hashArg; "u": the route is not bucketed (unless it is "!"); "!": limited
                     without headers; "": leave the mapping alone
       hashArg       X-RateLimit-Bucket hash, or ""
@@ -31,7 +36,8 @@
       blockArg      shared-scope block, ms, or ""
       window        the local window the request was admitted in
       slot          the request's global slot id, or ""
-      unsent        "1" when the request never left: its global slot stops counting at once
+      unsent        "1" when the request never left: its global slot stops counting at once (and its bucket place
+                    comes back while the window lasts)
       serviceMs     the answer's service time, ms: the request reached Discord at least that long before now
 
   Output:
@@ -179,10 +185,33 @@ local function learn(routeKeyName, admittedKey, targetKey, subKey, mapping, hash
   change(targetKey, s)
 end
 
-for i = 0, (#KEYS - 2) / 4 - 1 do
-  local k, a = 3 + 4 * i, 5 + 13 * i
-  learn(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12])
+-- One answer's fields, split on "\n".
+local function fields(packed)
+  local f, from = {}, 1
+  for n = 1, 17 do
+    local at = string.find(packed, '\n', from, true)
+    if not at then
+      f[n] = string.sub(packed, from)
+      return f
+    end
+    f[n] = string.sub(packed, from, at - 1)
+    from = at + 1
+  end
+  return f
+end
+
+local base = ARGV[5]
+for i = 6, #ARGV do
+  local f = fields(ARGV[i])
+  if #f ~= 17 then return redis.error_reply('learn: an answer must have 17 fields') end
+  local routeKey, major, admitted, tag, hash = f[1], f[2], f[3], f[4], f[6]
+  local admittedKey = base .. 'bucket:' .. admitted
+  local targetKey = admittedKey
+  if hash ~= '' then targetKey = base .. 'bucket:' .. hash .. '|' .. major end
+  local subKey = nil
+  if f[9] ~= '' then subKey = base .. 'sub:' .. routeKey .. '|' .. major .. '|' .. tag end
+  learn(base .. 'route:' .. routeKey, admittedKey, targetKey, subKey, f[5], hash, f[7], f[8], f[9], f[10], f[11],
+    f[12], f[13], f[14], f[15], f[16], f[17])
 end
 
 -- At most REDIS_BATCH_MAX (1000) answers: well within what unpack can pass.
