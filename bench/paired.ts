@@ -7,6 +7,7 @@
  *
  *   --workload unbucketed|bucketed   (default bucketed: classification, admission and learning on every request)
  *   --rounds N                       (default 4; A and B swap places in the round robin every round)
+ *   --a-env NAME=VALUE               extra environment of A (repeatable), e.g. REDIS_URL=redis://127.0.0.1:6390
  *   --b-env NAME=VALUE               extra environment of B (repeatable), e.g. PROXY_DIAGNOSTIC_HEADERS=false
  *   --b-watch                        read B's GET /state once a second during the run (the inspector looking)
  *
@@ -25,6 +26,7 @@ const { values, positionals } = parseArgs({
   options: {
     workload: { type: 'string', default: 'bucketed' },
     rounds: { type: 'string', default: '4' },
+    'a-env': { type: 'string', multiple: true, default: [] },
     'b-env': { type: 'string', multiple: true, default: [] },
     'b-watch': { type: 'boolean', default: false },
   },
@@ -34,7 +36,9 @@ if (!dirA || !dirB) throw new Error('usage: bench/paired.ts [options] <dir A> <d
 const workload = values.workload;
 if (workload !== 'bucketed' && workload !== 'unbucketed') throw new Error('--workload bucketed|unbucketed');
 const rounds = Number(values.rounds);
-const envB = Object.fromEntries(values['b-env'].map((pair) => pair.split('=', 2) as [string, string]));
+const envOf = (pairs: string[]) => Object.fromEntries(pairs.map((pair) => pair.split('=', 2) as [string, string]));
+const envA = envOf(values['a-env']);
+const envB = envOf(values['b-env']);
 
 async function waitUrl(url: string): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -109,7 +113,7 @@ try {
   await policy.body.dump();
   const ratios: number[] = [];
   for (let round = 0; round < rounds; round++) {
-    const a = await startProxy(dirA, {}, upstream);
+    const a = await startProxy(dirA, envA, upstream);
     const b = await startProxy(dirB, envB, upstream);
     let watching = values['b-watch'];
     const watcher = (async () => {
