@@ -36,7 +36,8 @@ if (!dirA || !dirB) throw new Error('usage: bench/paired.ts [options] <dir A> <d
 const workload = values.workload;
 if (workload !== 'bucketed' && workload !== 'unbucketed') throw new Error('--workload bucketed|unbucketed');
 const rounds = Number(values.rounds);
-const envOf = (pairs: string[]) => Object.fromEntries(pairs.map((pair) => pair.split('=', 2) as [string, string]));
+const envOf = (pairs: string[]) =>
+  Object.fromEntries(pairs.map((pair) => pair.split('=', 2) as [string, string]));
 const envA = envOf(values['a-env']);
 const envB = envOf(values['b-env']);
 
