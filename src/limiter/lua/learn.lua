@@ -200,10 +200,16 @@ local function fields(packed)
   return f
 end
 
-local base = ARGV[5]
+-- Every answer is read before any is applied: a malformed one fails the call before it changed anything.
+local answers = {}
 for i = 6, #ARGV do
   local f = fields(ARGV[i])
   if #f ~= 17 then return redis.error_reply('learn: an answer must have 17 fields') end
+  answers[#answers + 1] = f
+end
+
+local base = ARGV[5]
+for _, f in ipairs(answers) do
   local routeKey, major, admitted, tag, hash = f[1], f[2], f[3], f[4], f[6]
   local admittedKey = base .. 'bucket:' .. admitted
   local targetKey = admittedKey
