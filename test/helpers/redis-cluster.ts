@@ -95,3 +95,30 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterProces
     throw error;
   }
 }
+
+/** A shared store replicas can run on: its name in test titles and the proxy environment that selects it. */
+export interface SharedStore {
+  readonly name: string;
+  env(): Record<string, string>;
+}
+
+/**
+ * The two shared stores multi-replica tests run on: one Redis (`redisUrl`, the suite's own) and a Redis Cluster
+ * (`cluster()`, started by the test file). For `describe.each`; the environments are read when a test runs.
+ */
+export function sharedStores(
+  redisUrl: () => string,
+  cluster: () => RedisClusterProcess,
+): readonly SharedStore[] {
+  return [
+    { name: 'one Redis', env: () => ({ REDIS_URL: redisUrl() }) },
+    {
+      name: 'a Redis Cluster',
+      env: () => ({
+        REDIS_CLUSTER_NODES: cluster()
+          .nodes.map((n) => `${n.host}:${n.port}`)
+          .join(','),
+      }),
+    },
+  ];
+}

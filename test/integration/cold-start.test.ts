@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BOT_A, clientFor } from '../helpers/env.js';
 import { type FakeProcess, startFakeProcess } from '../helpers/fake-process.js';
 import { type ProxyProcess, startProxyProcess } from '../helpers/proxy-process.js';
-import { type RedisClusterProcess, startRedisCluster } from '../helpers/redis-cluster.js';
+import { type RedisClusterProcess, sharedStores, startRedisCluster } from '../helpers/redis-cluster.js';
 
 const channel = (i: number) => String(210000000000000000n + BigInt(i));
 let cluster: RedisClusterProcess;
@@ -21,15 +21,10 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const STORES = [
-  { name: 'one Redis', env: (): Record<string, string> => ({ REDIS_URL: inject('redisUrl') }) },
-  {
-    name: 'a Redis Cluster',
-    env: (): Record<string, string> => ({
-      REDIS_CLUSTER_NODES: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
-    }),
-  },
-] as const;
+const STORES = sharedStores(
+  () => inject('redisUrl'),
+  () => cluster,
+);
 
 describe.each(STORES)('a cold start on $name', (store) => {
   let fake: FakeProcess | undefined;

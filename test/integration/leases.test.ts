@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BOT_A, clientFor, runWorkers } from '../helpers/env.js';
 import { type FakeProcess, startFakeProcess } from '../helpers/fake-process.js';
 import { type ProxyProcess, startProxyProcess } from '../helpers/proxy-process.js';
-import { type RedisClusterProcess, startRedisCluster } from '../helpers/redis-cluster.js';
+import { type RedisClusterProcess, sharedStores, startRedisCluster } from '../helpers/redis-cluster.js';
 
 const GLOBAL = 300;
 const channel = String(230000000000000000n);
@@ -20,15 +20,10 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const STORES = [
-  { name: 'one Redis', env: (): Record<string, string> => ({ REDIS_URL: inject('redisUrl') }) },
-  {
-    name: 'a Redis Cluster',
-    env: (): Record<string, string> => ({
-      REDIS_CLUSTER_NODES: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
-    }),
-  },
-] as const;
+const STORES = sharedStores(
+  () => inject('redisUrl'),
+  () => cluster,
+);
 
 /** What the replicas' leases did, all three together, from their /metrics. */
 async function leased(replicas: ProxyProcess[]): Promise<Record<string, number>> {
