@@ -2,8 +2,10 @@
  * What the Redis scripts cost Redis per proxied request, without HTTP, the fake or the load generator in the way:
  * a RedisStore admits and learns rounds of requests of one hot token against a redis-server of its own, and Redis's
  * own accounting (INFO commandstats, INFO cpu) says how much time the scripts took. Usage:
- *   npx tsx bench/scripts-cost.ts [--rounds 400] [--batch 64] [--channels 50]
- * Prints µs of script time per request (admit + learn) and commands run inside the scripts per request.
+ *   npx tsx bench/scripts-cost.ts [--rounds 400] [--batch 64] [--channels 50] [--lease-ms 0]
+ * Prints µs of script time per request (admit + learn) and commands run inside the scripts per request. Leases are
+ * off unless --lease-ms says otherwise: every request is then decided by an admit script, which is what this
+ * measures; with leases most requests are decided by none (and a refill's run costs what its grant holds).
  */
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -17,11 +19,13 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '400' },
     batch: { type: 'string', default: '64' },
     channels: { type: 'string', default: '50' },
+    'lease-ms': { type: 'string', default: '0' },
   },
 });
 const rounds = Number(values.rounds);
 const batch = Number(values.batch);
 const channels = Number(values.channels);
+const leaseMs = Number(values['lease-ms']);
 
 interface Stats {
   scriptUsec: number;
@@ -68,6 +72,7 @@ async function main(): Promise<void> {
       globalWindowMarginMs: 20,
       probeTimeoutMs: 10_000,
       cloudflarePollMs: 0,
+      leaseMs,
     });
     const input = (i: number): AdmitInput => ({
       identity: 'hot',
