@@ -19,9 +19,7 @@
  * slot and, while its bucket is still in the same window, its place in the bucket.
  */
 import type { Clock, Timer } from './clock.js';
-import type { AdmitInput, AdmitResult } from './types.js';
-
-export type Admission = Extract<AdmitResult, { ok: true }>;
+import type { Admission, AdmitInput } from './types.js';
 
 export const LEASE_OUTCOMES = ['granted', 'spent', 'returned'] as const;
 export type LeaseOutcome = (typeof LEASE_OUTCOMES)[number];

@@ -33,8 +33,9 @@ import {
   markPlace,
   viewBucket,
 } from './inspection.js';
-import { type Admission, type LeaseOutcome, Leases } from './leases.js';
+import { type LeaseOutcome, Leases } from './leases.js';
 import {
+  type Admission,
   type AdmitInput,
   type AdmitResult,
   GLOBAL_WINDOW_MS,

@@ -7,9 +7,16 @@
  * saturated token costs about one store call per admitted request however many channels are waiting.
  */
 import { type Clock, realClock, type Timer } from './clock.js';
-import { type AdmitInput, type AdmitResult, KNOWN_BAD, type LimiterStore, type WaitReason } from './types.js';
+import {
+  type Admission,
+  type AdmitInput,
+  type AdmitResult,
+  KNOWN_BAD,
+  type LimiterStore,
+  type WaitReason,
+} from './types.js';
 
-export type Admission = Extract<AdmitResult, { ok: true }>;
+export type { Admission };
 
 /** Why a held request was answered without being forwarded. */
 export class HoldError extends Error {

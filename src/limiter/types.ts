@@ -82,6 +82,9 @@ export type AdmitResult =
       readonly code?: number;
     };
 
+/** An admitted request's result: what learn() needs back to end it. */
+export type Admission = Extract<AdmitResult, { ok: true }>;
+
 export interface LearnInput {
   readonly identity: string;
   readonly routeKey: string;

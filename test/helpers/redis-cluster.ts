@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { freePort, type RedisProcess, startRedis } from './redis-server.js';
 
 const run = promisify(execFile);
@@ -103,22 +104,26 @@ export interface SharedStore {
 }
 
 /**
- * The two shared stores multi-replica tests run on: one Redis (`redisUrl`, the suite's own) and a Redis Cluster
- * (`cluster()`, started by the test file). For `describe.each`; the environments are read when a test runs.
+ * The two shared stores multi-replica tests run on: one Redis (the suite's own) and a three-master Redis Cluster,
+ * which this starts before the calling file's tests and stops after them. For `describe.each`; the environments are
+ * read when a test runs.
  */
-export function sharedStores(
-  redisUrl: () => string,
-  cluster: () => RedisClusterProcess,
-): readonly SharedStore[] {
+export function sharedStores(): readonly SharedStore[] {
+  let cluster: RedisClusterProcess | undefined;
+  beforeAll(async () => {
+    cluster = await startRedisCluster(3);
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
   return [
-    { name: 'one Redis', env: () => ({ REDIS_URL: redisUrl() }) },
+    { name: 'one Redis', env: () => ({ REDIS_URL: inject('redisUrl') }) },
     {
       name: 'a Redis Cluster',
-      env: () => ({
-        REDIS_CLUSTER_NODES: cluster()
-          .nodes.map((n) => `${n.host}:${n.port}`)
-          .join(','),
-      }),
+      env: () => {
+        if (!cluster) throw new Error('the Redis Cluster is not started');
+        return { REDIS_CLUSTER_NODES: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',') };
+      },
     },
   ];
 }

@@ -4,27 +4,14 @@
  * their connections while the burst is admitted, and requests reach the fake out of order, hundreds of ms apart;
  * the limiter counts every admitted request in flight until its answer, whatever it waited for on the way.
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { BOT_A, clientFor } from '../helpers/env.js';
 import { type FakeProcess, startFakeProcess } from '../helpers/fake-process.js';
 import { type ProxyProcess, startProxyProcess } from '../helpers/proxy-process.js';
-import { type RedisClusterProcess, sharedStores, startRedisCluster } from '../helpers/redis-cluster.js';
+import { sharedStores } from '../helpers/redis-cluster.js';
 
 const channel = (i: number) => String(210000000000000000n + BigInt(i));
-let cluster: RedisClusterProcess;
-
-beforeAll(async () => {
-  cluster = await startRedisCluster(3);
-}, 60_000);
-
-afterAll(async () => {
-  await cluster?.stop();
-});
-
-const STORES = sharedStores(
-  () => inject('redisUrl'),
-  () => cluster,
-);
+const STORES = sharedStores();
 
 describe.each(STORES)('a cold start on $name', (store) => {
   let fake: FakeProcess | undefined;

@@ -3,27 +3,15 @@
  * answers overtake each other), on one Redis and on a Redis Cluster: a hot queue is served mostly without a round
  * trip to Redis, and Discord still draws no 429, for a roomy bucket and for a token's global window.
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOT_A, clientFor, runWorkers } from '../helpers/env.js';
 import { type FakeProcess, startFakeProcess } from '../helpers/fake-process.js';
 import { type ProxyProcess, startProxyProcess } from '../helpers/proxy-process.js';
-import { type RedisClusterProcess, sharedStores, startRedisCluster } from '../helpers/redis-cluster.js';
+import { sharedStores } from '../helpers/redis-cluster.js';
 
 const GLOBAL = 300;
 const channel = String(230000000000000000n);
-let cluster: RedisClusterProcess;
-
-beforeAll(async () => {
-  cluster = await startRedisCluster(3);
-}, 60_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
-
-const STORES = sharedStores(
-  () => inject('redisUrl'),
-  () => cluster,
-);
+const STORES = sharedStores();
 
 /** What the replicas' leases did, all three together, from their /metrics. */
 async function leased(replicas: ProxyProcess[]): Promise<Record<string, number>> {

@@ -4,8 +4,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { realClock } from '../../src/limiter/clock.js';
-import { type Admission, LEASE_MAX, Leases } from '../../src/limiter/leases.js';
-import type { AdmitInput } from '../../src/limiter/types.js';
+import { LEASE_MAX, Leases } from '../../src/limiter/leases.js';
+import type { Admission, AdmitInput } from '../../src/limiter/types.js';
 
 const LEASE_MS = 200;
 const input = (major = 'c:1', identity = 'id'): AdmitInput => ({
