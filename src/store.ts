@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { FailoverStore } from './limiter/failover.js';
 import { MemoryStore } from './limiter/memory.js';
-import { RedisStore } from './limiter/redis.js';
+import { BATCHED_SCRIPTS, RedisStore } from './limiter/redis.js';
 import { GLOBAL_WINDOW_MS, type LimiterStore, type StoreOptions } from './limiter/types.js';
 import type { Metrics } from './metrics.js';
 
@@ -20,8 +20,12 @@ export interface CreatedStore {
 
 // A dead Redis must fail a call fast instead of queueing it: the failover decides locally in the meantime.
 const CLIENT_OPTIONS: RedisOptions = {
-  // Admits issued in the same tick go out in one write: fewer syscalls per request under load.
+  // Commands issued in the same tick go out in one write: fewer syscalls per request under load.
   enableAutoPipelining: true,
+  // Except the admit and learn scripts, which the store already batches per turn (limiter/batch.ts): through the
+  // auto-pipeline each would wait one more event-loop turn and a pipeline's bookkeeping, about 0.7 ms of every
+  // held request's wait at low load (measured: admit round trip 1.46 → 0.72 ms mean, 4 in flight).
+  autoPipeliningIgnoredCommands: [...BATCHED_SCRIPTS],
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,
   commandTimeout: 500,

@@ -3,7 +3,7 @@
  *
  * A hot queue (one identity, route, major parameter and sublimit tag asking many times a second) would otherwise
  * cost every request a wait for Redis before it may leave. Instead, when such a queue asks Redis, it asks for as
- * many admissions more as it used in about one lease period (`want`), and the admit script grants them only while
+ * many admissions more as it will ask for within one lease period (`want`), and the admit script grants them only while
  * nothing holds the identity back and they leave at least half of the bucket and of the global window to everyone
  * else (lua/admit.lua). Once half of a grant is spent, the queue asks for the next one in the background
  * (`refill`), so a steady hot queue never waits for Redis at all.
@@ -108,15 +108,17 @@ export class Leases {
   }
 
   /**
-   * How many admissions more to ask for along with this request, which goes to Redis: as many as its queue asked
-   * for besides this one in this lease period and the one before (about one period's demand), less what it still
-   * holds, at most LEASE_MAX; none while another ask of the queue is out, so a queue asked once never leases.
+   * How many admissions more to ask for along with this request, which goes to Redis: about as many as its queue
+   * will ask for within one lease lifetime besides this one (half of what it asked for in this lease period and the
+   * one before), less what it still holds, at most LEASE_MAX; none while another ask of the queue is out. A queue
+   * asked less than twice a period never leases: an admission granted to it would most likely run out unspent,
+   * and giving it back costs a learn call and keeps its place in the bucket from everyone else meanwhile.
    * Call once per request sent, then `granted` (or `failed`) with the answer.
    */
   want(input: AdmitInput, refill = false): number {
     const lease = this.leases.get(leaseKey(input));
     if (!lease || (lease.fetching && !refill)) return 0;
-    const demand = lease.asked + lease.askedBefore - (refill ? 0 : 1);
+    const demand = Math.floor((lease.asked + lease.askedBefore - (refill ? 0 : 1)) / 2);
     const want = Math.min(LEASE_MAX, demand) - lease.spare.length;
     lease.fetching = want > 0;
     return Math.max(0, want);

@@ -130,6 +130,9 @@ const SCRIPTS = {
   drlpInvalid: script('invalid-1.lua'),
 } as const;
 
+/** The scripts this store batches itself (batch.ts): a client's auto-pipelining would only delay them a turn. */
+export const BATCHED_SCRIPTS: readonly (keyof typeof SCRIPTS)[] = ['drlpAdmit', 'drlpLearn'];
+
 // defineCommand keeps one SCRIPT LOAD/EVALSHA cache per client; stores sharing a client share it.
 const registered = new WeakSet<Redis | Cluster>();
 

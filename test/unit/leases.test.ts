@@ -48,29 +48,35 @@ function miss(one = input()): number {
   expect(leases.take(one)).toBeUndefined();
   return leases.want(one);
 }
-/** A queue that asked `n` times and was granted `n` admissions (slots from `from`) by an ask sent at `sentAt`. */
+/** A queue that asked `2n` times and was granted `n` admissions (slots from `from`) by an ask sent at `sentAt`. */
 function leased(n: number, one = input(), from = 1, sentAt = 0): void {
-  for (let i = 0; i < n; i++) leases.take(one);
+  for (let i = 0; i < 2 * n; i++) leases.take(one);
   expect(miss(one)).toBe(n);
   leases.granted(one, admissions(n, from), sentAt);
 }
 
 describe('leases', () => {
-  it('asks for nothing for a queue asked once, then for what it asked for besides in about one period', () => {
+  it('asks for nothing for a queue asked less than twice a period, then for half of what it asked for besides', () => {
     expect(miss()).toBe(0);
-    // Four more asks in the same period, none leased: the next ask wants the four others (and itself) less one.
+    expect(miss()).toBe(0); // two asks in one period: the other one is not enough
+    vi.advanceTimersByTime(LEASE_MS);
+    expect(miss()).toBe(1); // two in the period before, one (this) now
+    leases.failed(input());
+    vi.advanceTimersByTime(2 * LEASE_MS); // two periods on: the old demand is forgotten
+    expect(miss()).toBe(0);
+    // Four more asks in the same period, none leased: the next ask wants half of the four others.
     for (let i = 0; i < 3; i++) expect(leases.take(input())).toBeUndefined();
-    expect(miss()).toBe(4);
+    expect(miss()).toBe(2);
     // That ask is out: others of the queue ask for nothing more meanwhile.
     expect(miss()).toBe(0);
     leases.failed(input());
-    // 6 asks in this period so far; the previous period had none.
-    expect(miss()).toBe(6);
+    // 7 asks in this period so far; the previous period had none.
+    expect(miss()).toBe(3);
   });
 
   it('counts the period before too, and never asks for more than LEASE_MAX', () => {
-    for (let i = 0; i < 100; i++) leases.take(input());
-    vi.advanceTimersByTime(LEASE_MS); // the next period: 100 asks in the one before
+    for (let i = 0; i < 2 * LEASE_MAX + 10; i++) leases.take(input());
+    vi.advanceTimersByTime(LEASE_MS); // the next period: 138 asks in the one before
     expect(miss()).toBe(LEASE_MAX);
     leases.granted(input(), [], 0);
     vi.advanceTimersByTime(2 * LEASE_MS); // two periods on: the old demand is forgotten
@@ -97,8 +103,8 @@ describe('leases', () => {
     expect(refills).toHaveLength(1);
     expect(leases.take(input())?.slot).toBe('s3');
     expect(refills).toHaveLength(1);
-    // The refill goes to Redis: it wants the queue's demand (8 asks in this period) less the one still held.
-    expect(leases.want(refills[0]!, true)).toBe(7);
+    // The refill goes to Redis: it wants half of the queue's demand (12 asks in this period) less the one still held.
+    expect(leases.want(refills[0]!, true)).toBe(5);
     vi.advanceTimersByTime(10);
     leases.granted(refills[0]!, admissions(6, 10), 10);
     // Oldest first: what is left of the first grant, then the refill's, valid until 10 + leaseMs.
@@ -127,7 +133,7 @@ describe('leases', () => {
     leased(2, input('c:1', 'b'), 10);
     vi.advanceTimersByTime(5);
     // An ask of `a` sent now, answered after the drop below.
-    for (let i = 0; i < 2; i++) leases.take(input('c:2', 'a'));
+    for (let i = 0; i < 4; i++) leases.take(input('c:2', 'a'));
     expect(miss(input('c:2', 'a'))).toBe(2);
     vi.advanceTimersByTime(1);
     leases.drop('a');
