@@ -22,9 +22,9 @@ export interface CreatedStore {
 const CLIENT_OPTIONS: RedisOptions = {
   // Commands issued in the same tick go out in one write: fewer syscalls per request under load.
   enableAutoPipelining: true,
-  // Except the admit and learn scripts, which the store already batches per turn (limiter/batch.ts): through the
-  // auto-pipeline each would wait one more event-loop turn and a pipeline's bookkeeping, about 0.7 ms of every
-  // held request's wait at low load (measured: admit round trip 1.46 → 0.72 ms mean, 4 in flight).
+  // Except a turn's only batch of admits or learns (limiter/redis.ts BATCHED_SCRIPTS): through the auto-pipeline it
+  // would wait one more event-loop turn and a pipeline's bookkeeping, about 0.7 ms of every held request's wait at
+  // low load (measured: admit round trip 1.46 → 0.72 ms mean, 4 in flight).
   autoPipeliningIgnoredCommands: [...BATCHED_SCRIPTS],
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,

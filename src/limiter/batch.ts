@@ -10,8 +10,11 @@ export class Batcher<T, R> {
   private scheduled = false;
 
   constructor(
-    /** Runs one group's batch; resolves with one result per item, in order. */
-    private readonly run: (group: string, items: readonly T[]) => Promise<readonly R[]>,
+    /**
+     * Runs one group's batch; resolves with one result per item, in order. `alone`: no other group's batch is sent
+     * in the same turn.
+     */
+    private readonly run: (group: string, items: readonly T[], alone: boolean) => Promise<readonly R[]>,
     /** Bounds one script run, so a huge batch does not keep Redis from everyone else. */
     private readonly maxBatch = 64,
   ) {}
@@ -27,7 +30,7 @@ export class Batcher<T, R> {
       pending.settle.push({ resolve, reject });
       if (pending.items.length >= this.maxBatch) {
         this.groups.delete(group);
-        this.send(group, pending.items, pending.settle);
+        this.send(group, pending.items, pending.settle, true);
       } else if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => void this.flush());
@@ -39,13 +42,15 @@ export class Batcher<T, R> {
   flush(): Promise<void> {
     this.scheduled = false;
     const sent: Promise<void>[] = [];
-    for (const [group, pending] of this.groups) sent.push(this.send(group, pending.items, pending.settle));
+    const alone = this.groups.size === 1;
+    for (const [group, pending] of this.groups)
+      sent.push(this.send(group, pending.items, pending.settle, alone));
     this.groups.clear();
     return Promise.all(sent).then(() => undefined);
   }
 
-  private send(group: string, items: T[], settle: Settle<R>[]): Promise<void> {
-    return this.run(group, items).then(
+  private send(group: string, items: T[], settle: Settle<R>[], alone: boolean): Promise<void> {
+    return this.run(group, items, alone).then(
       (results) => {
         for (let i = 0; i < settle.length; i++) {
           const result = results[i];

@@ -110,6 +110,8 @@ type Arg = string | number;
 interface ScriptCommands {
   drlpAdmit(...args: Arg[]): Promise<unknown>;
   drlpLearn(...args: Arg[]): Promise<unknown>;
+  drlpAdmitNow(...args: Arg[]): Promise<unknown>;
+  drlpLearnNow(...args: Arg[]): Promise<unknown>;
   drlpPause(key: string, ms: number): Promise<unknown>;
   drlpMark(key: string, field: string, ms: number, code: number): Promise<unknown>;
   drlpInvalid(key: string, add: number, slotMs: number, slots: number): Promise<unknown>;
@@ -125,13 +127,20 @@ const SCRIPTS = {
   // numkeys is passed with each call: one call carries as many requests as arrived together.
   drlpAdmit: script('admit.lua'),
   drlpLearn: script('learn.lua'),
+  // The same two scripts under names the client does not auto-pipeline (BATCHED_SCRIPTS).
+  drlpAdmitNow: script('admit.lua'),
+  drlpLearnNow: script('learn.lua'),
   drlpPause: script('pause-1.lua'),
   drlpMark: script('mark-1.lua'),
   drlpInvalid: script('invalid-1.lua'),
 } as const;
 
-/** The scripts this store batches itself (batch.ts): a client's auto-pipelining would only delay them a turn. */
-export const BATCHED_SCRIPTS: readonly (keyof typeof SCRIPTS)[] = ['drlpAdmit', 'drlpLearn'];
+/**
+ * The names under which a batch (batch.ts) goes to the socket at once. A turn's batches of one token, the common
+ * case at low load, would gain nothing from the client's auto-pipelining but wait one more turn for it; the batches
+ * of several tokens sent in one turn keep the auto-pipelined names, which write them all in one go.
+ */
+export const BATCHED_SCRIPTS: readonly (keyof typeof SCRIPTS)[] = ['drlpAdmitNow', 'drlpLearnNow'];
 
 // defineCommand keeps one SCRIPT LOAD/EVALSHA cache per client; stores sharing a client share it.
 const registered = new WeakSet<Redis | Cluster>();
@@ -184,8 +193,14 @@ export class RedisStore implements LimiterStore {
       throw new Error('RedisStore needs a client without keyPrefix; use options.prefix');
     this.scripts = registerScripts(redis);
     const batchMax = options.batchMax ?? 64;
-    this.admits = new Batcher((identity, inputs) => this.admitBatch(identity, inputs), batchMax);
-    this.learns = new Batcher((identity, inputs) => this.learnBatch(identity, inputs), batchMax);
+    this.admits = new Batcher(
+      (identity, inputs, alone) => this.admitBatch(identity, inputs, alone),
+      batchMax,
+    );
+    this.learns = new Batcher(
+      (identity, inputs, alone) => this.learnBatch(identity, inputs, alone),
+      batchMax,
+    );
     this.clock = options.clock ?? realClock;
     const leaseMs = Math.min(options.leaseMs ?? DEFAULT_LEASE_MS, options.probeTimeoutMs / 4);
     if (leaseMs > 0)
@@ -223,7 +238,11 @@ export class RedisStore implements LimiterStore {
   }
 
   /** One admit script run for every request of one identity that asked in the same turn (lua/admit.lua). */
-  private async admitBatch(identity: string, inputs: readonly AdmitInput[]): Promise<AdmitResult[]> {
+  private async admitBatch(
+    identity: string,
+    inputs: readonly AdmitInput[],
+    alone: boolean,
+  ): Promise<AdmitResult[]> {
     const base = this.identityBase(identity);
     const keys: string[] = [`${base}pause`, `${base}gslots`, `${base}bad`, `${base}subs`];
     const args: Arg[] = [
@@ -247,7 +266,8 @@ export class RedisStore implements LimiterStore {
     const sentAt = this.clock.now();
     let replies: unknown;
     try {
-      replies = await this.scripts.drlpAdmit(keys.length, ...keys, ...args);
+      const call = alone ? this.scripts.drlpAdmitNow : this.scripts.drlpAdmit;
+      replies = await call.call(this.scripts, keys.length, ...keys, ...args);
       this.options.onCall?.('admit', (this.clock.now() - sentAt) / 1000);
       if (!Array.isArray(replies) || replies.length !== inputs.length)
         throw new Error('unexpected reply from the admit script');
@@ -301,7 +321,7 @@ export class RedisStore implements LimiterStore {
   }
 
   /** One learn script run for every answer of one identity that came back in the same turn (lua/learn.lua). */
-  private async learnBatch(identity: string, inputs: readonly LearnInput[]): Promise<true[]> {
+  private async learnBatch(identity: string, inputs: readonly LearnInput[], alone: boolean): Promise<true[]> {
     const base = this.identityBase(identity);
     const args: Arg[] = [this.options.resetMarginMs, this.keyTtlMs, this.keyTtlMs, this.windowMs, base];
     for (const input of inputs) {
@@ -332,7 +352,8 @@ export class RedisStore implements LimiterStore {
       args.push(fields);
     }
     const sentAt = this.clock.now();
-    await this.scripts.drlpLearn(2, `${base}gslots`, `${base}subs`, ...args);
+    const call = alone ? this.scripts.drlpLearnNow : this.scripts.drlpLearn;
+    await call.call(this.scripts, 2, `${base}gslots`, `${base}subs`, ...args);
     this.options.onCall?.('learn', (this.clock.now() - sentAt) / 1000);
     return inputs.map(() => true);
   }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createIdentifier, createTokenHasher } from '../../src/discord/identity.js';
-import { RedisStore, type RedisStoreOptions } from '../../src/limiter/redis.js';
+import { BATCHED_SCRIPTS, RedisStore, type RedisStoreOptions } from '../../src/limiter/redis.js';
 import type { AdmitInput } from '../../src/limiter/types.js';
 import { freePort } from '../helpers/redis-server.js';
 import { CONTRACT_OPTIONS, storeContract } from './store-contract.js';
@@ -184,6 +184,48 @@ describe('redis store', () => {
     });
     await store.close();
     expect(sent).toEqual(Array(100).fill('evalsha'));
+  });
+
+  it("writes a turn's only batch at once, and the batches of several tokens in one turn through the auto-pipeline", async () => {
+    // The client as src/store.ts makes it: auto-pipelining on, except for the names a lone batch is sent under.
+    const client = new Redis(inject('redisUrl'), {
+      enableAutoPipelining: true,
+      autoPipeliningIgnoredCommands: [...BATCHED_SCRIPTS],
+    });
+    const store = new RedisStore(client, {
+      ...CONTRACT_OPTIONS,
+      prefix: newPrefix(),
+      cloudflarePollMs: 0,
+      leaseMs: 0,
+    });
+    const req = (identity: string): AdmitInput => ({
+      identity,
+      routeKey: 'GET /users/@me',
+      major: '-',
+      globalLimit: 1000,
+      sublimit: '*',
+    });
+    /** Admits these together; says how many calls the auto-pipeline held once this turn's batches were sent. */
+    const together = async (identities: string[]): Promise<number> => {
+      const admitted = Promise.all(identities.map((identity) => store.admit(req(identity))));
+      // Runs after the store's own setImmediate (scheduled first), before the auto-pipeline's (scheduled by it).
+      const queued = await new Promise<number>((resolve) =>
+        setImmediate(() => resolve(client.autoPipelineQueueSize)),
+      );
+      for (const result of await admitted) expect(result).toMatchObject({ ok: true });
+      return queued;
+    };
+    for (const identity of ['solo', 'one', 'two', 'three']) {
+      const probe = await store.admit(req(identity));
+      if (!probe.ok) throw new Error('probe refused');
+      await store.learn({ ...req(identity), bucket: probe.bucket, probe: true, unbucketed: true });
+    }
+    expect(await together(['solo'])).toBe(0);
+    expect(await together(['solo', 'solo'])).toBe(0);
+    expect(await together(['one', 'two', 'three'])).toBe(3);
+    expect(await together(['solo'])).toBe(0);
+    await store.close();
+    await client.quit();
   });
 
   it('learns in one round trip too', async () => {
