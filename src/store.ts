@@ -23,8 +23,8 @@ const CLIENT_OPTIONS: RedisOptions = {
   // Commands issued in the same tick go out in one write: fewer syscalls per request under load.
   enableAutoPipelining: true,
   // Except a turn's only batch of admits or learns (limiter/redis.ts BATCHED_SCRIPTS): through the auto-pipeline it
-  // would wait one more event-loop turn and a pipeline's bookkeeping, about 0.7 ms of every held request's wait at
-  // low load (measured: admit round trip 1.46 → 0.72 ms mean, 4 in flight).
+  // would wait one more event-loop turn and a pipeline's bookkeeping, which at low load was about half of the time
+  // a request waits for its admit (README, Performance).
   autoPipeliningIgnoredCommands: [...BATCHED_SCRIPTS],
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,
