@@ -2,10 +2,10 @@
  * Leases: admissions a replica took from Redis ahead of demand, spent here without a round trip.
  *
  * A hot queue (one identity, route, major parameter and sublimit tag asking many times a second) would otherwise
- * cost every request a wait for Redis before it may leave. Instead, when such a queue asks Redis, it asks for as
- * many admissions more as it will ask for within one lease period (`want`), and the admit script grants them only while
- * nothing holds the identity back and they leave at least half of the bucket and of the global window to everyone
- * else (lua/admit.lua). Once half of a grant is spent, the queue asks for the next one in the background
+ * cost every request a wait for Redis before it may leave. Instead, when such a queue asks Redis, it asks for about
+ * as many admissions more as it will ask for within one lease period (`want`), and the admit script grants them only
+ * while nothing holds the identity back and they leave at least half of the bucket and of the global window to
+ * everyone else (lua/admit.lua). Once half of a grant is spent, the queue asks for the next one in the background
  * (`refill`), so a steady hot queue never waits for Redis at all.
  *
  * Each leased admission is an ordinary admission, counted in flight in Redis from the moment it was granted, so

@@ -123,13 +123,15 @@ function script(file: string): { lua: string; numberOfKeys?: number } {
   return keys === undefined ? { lua } : { lua, numberOfKeys: Number(keys) };
 }
 
+const ADMIT = script('admit.lua');
+const LEARN = script('learn.lua');
 const SCRIPTS = {
   // numkeys is passed with each call: one call carries as many requests as arrived together.
-  drlpAdmit: script('admit.lua'),
-  drlpLearn: script('learn.lua'),
+  drlpAdmit: ADMIT,
+  drlpLearn: LEARN,
   // The same two scripts under names the client does not auto-pipeline (BATCHED_SCRIPTS).
-  drlpAdmitNow: script('admit.lua'),
-  drlpLearnNow: script('learn.lua'),
+  drlpAdmitNow: ADMIT,
+  drlpLearnNow: LEARN,
   drlpPause: script('pause-1.lua'),
   drlpMark: script('mark-1.lua'),
   drlpInvalid: script('invalid-1.lua'),

@@ -362,7 +362,7 @@ describe('redis store', () => {
       const sent = await commandsSentDuring(async () => {
         for (let i = 0; i < 100; i++) expect(await store.admit(req)).toMatchObject({ ok: true });
       });
-      // Each ask takes about as many more as the queue used since: a handful of calls for 100 admissions.
+      // Each ask takes about half as many more as the queue asked for lately: a handful of calls for 100 admissions.
       expect(sent.length).toBeLessThanOrEqual(12);
       expect(store.leased).toBeGreaterThan(0);
       // The probe's slot (ended by its answer) and the 100 spent, plus the unspent, all count in Redis...
