@@ -18,14 +18,19 @@ export interface CreatedStore {
   readonly check: () => Promise<boolean>;
 }
 
-// A dead Redis must fail a call fast instead of queueing it: the failover decides locally in the meantime.
-const CLIENT_OPTIONS: RedisOptions = {
+/** How the client writes commands (exported for the contract test that checks which path a batch takes). */
+export const PIPELINING: Pick<RedisOptions, 'enableAutoPipelining' | 'autoPipeliningIgnoredCommands'> = {
   // Commands issued in the same tick go out in one write: fewer syscalls per request under load.
   enableAutoPipelining: true,
   // Except a turn's only batch of admits or learns (limiter/redis.ts BATCHED_SCRIPTS): through the auto-pipeline it
   // would wait one more event-loop turn and a pipeline's bookkeeping, which at low load was about half of the time
   // a request waits for its admit (README, Performance).
   autoPipeliningIgnoredCommands: [...BATCHED_SCRIPTS],
+};
+
+// A dead Redis must fail a call fast instead of queueing it: the failover decides locally in the meantime.
+const CLIENT_OPTIONS: RedisOptions = {
+  ...PIPELINING,
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,
   commandTimeout: 500,

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createIdentifier, createTokenHasher } from '../../src/discord/identity.js';
-import { BATCHED_SCRIPTS, RedisStore, type RedisStoreOptions } from '../../src/limiter/redis.js';
+import { RedisStore, type RedisStoreOptions } from '../../src/limiter/redis.js';
 import type { AdmitInput } from '../../src/limiter/types.js';
+import { PIPELINING } from '../../src/store.js';
 import { freePort } from '../helpers/redis-server.js';
 import { CONTRACT_OPTIONS, storeContract } from './store-contract.js';
 
@@ -187,11 +188,8 @@ describe('redis store', () => {
   });
 
   it("writes a turn's only batch at once, and the batches of several tokens in one turn through the auto-pipeline", async () => {
-    // The client as src/store.ts makes it: auto-pipelining on, except for the names a lone batch is sent under.
-    const client = new Redis(inject('redisUrl'), {
-      enableAutoPipelining: true,
-      autoPipeliningIgnoredCommands: [...BATCHED_SCRIPTS],
-    });
+    // The client writes as src/store.ts makes it: auto-pipelining on, except for the names a lone batch is sent under.
+    const client = new Redis(inject('redisUrl'), PIPELINING);
     const store = new RedisStore(client, {
       ...CONTRACT_OPTIONS,
       prefix: newPrefix(),
