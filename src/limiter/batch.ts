@@ -11,8 +11,8 @@ export class Batcher<T, R> {
 
   constructor(
     /**
-     * Runs one group's batch; resolves with one result per item, in order. `alone`: no other group's batch is sent
-     * in the same turn.
+     * Runs one group's batch; resolves with one result per item, in order. `alone`: it is sent by itself (the turn's
+     * only group, or a batch sent early because it is full), not together with other groups' batches.
      */
     private readonly run: (group: string, items: readonly T[], alone: boolean) => Promise<readonly R[]>,
     /** Bounds one script run, so a huge batch does not keep Redis from everyone else. */
