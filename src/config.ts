@@ -17,6 +17,7 @@ export interface Config {
   /** Most requests of one identity sent to Redis in one script call (1: one call per request). */
   readonly redisBatchMax: number;
   readonly redisLeaseMs: number;
+  readonly redisLearnLingerMs: number;
   readonly globalRateLimit: number;
   readonly globalRateLimitOverrides: ReadonlyMap<string, number>;
   /** Added to the 1000 ms global window so jitter between here and Discord cannot squeeze 51 into a second. */
@@ -74,6 +75,7 @@ export const ENV_DEFAULTS = {
   REDIS_FALLBACK_REPLICAS: '3',
   REDIS_BATCH_MAX: '64',
   REDIS_LEASE_MS: '200',
+  REDIS_LEARN_LINGER_MS: '20',
   GLOBAL_RATE_LIMIT: '50',
   GLOBAL_RATE_LIMIT_OVERRIDES: '',
   GLOBAL_WINDOW_MARGIN_MS: '20',
@@ -192,6 +194,7 @@ export function loadConfig(env: Env): Config {
     redisFallbackReplicas: int('REDIS_FALLBACK_REPLICAS', 1, 1000),
     redisBatchMax: int('REDIS_BATCH_MAX', 1, 1000),
     redisLeaseMs: int('REDIS_LEASE_MS', 0, 1000),
+    redisLearnLingerMs: int('REDIS_LEARN_LINGER_MS', 0, 100),
     globalRateLimit: int('GLOBAL_RATE_LIMIT', 1, 100_000),
     globalRateLimitOverrides: parseOverrides(raw('GLOBAL_RATE_LIMIT_OVERRIDES'), problems),
     globalWindowMarginMs: int('GLOBAL_WINDOW_MARGIN_MS', 0, 1000),

@@ -25,7 +25,7 @@ export interface LearnContext {
 
 export type Facts = Omit<
   LearnInput,
-  'identity' | 'routeKey' | 'major' | 'bucket' | 'probe' | 'window' | 'slot' | 'serviceMs'
+  'identity' | 'routeKey' | 'major' | 'bucket' | 'probe' | 'window' | 'slot' | 'serviceMs' | 'unhurried'
 >;
 
 /**
@@ -53,7 +53,8 @@ export function learn(
     return;
   }
   const admit = req.admit;
-  ctx.store.learn(learnInput(req, admission, facts, serviceMs)).then(
+  const unhurried = ctx.scheduler.heldOf(admit.identity) === 0;
+  ctx.store.learn(learnInput(req, admission, facts, serviceMs, unhurried)).then(
     () => ctx.scheduler.wake(admit),
     (error: unknown) => ctx.log.warn({ err: error }, 'could not record rate-limit headers'),
   );
@@ -157,7 +158,13 @@ export function knownBad(
     .catch((error: unknown) => ctx.log.warn({ err: error }, 'could not record a known-bad answer'));
 }
 
-function learnInput(req: ProxyRequest, admission: Admission, facts: Facts, serviceMs: number): LearnInput {
+function learnInput(
+  req: ProxyRequest,
+  admission: Admission,
+  facts: Facts,
+  serviceMs: number,
+  unhurried: boolean,
+): LearnInput {
   const admit = req.admit;
   return {
     identity: admit.identity,
@@ -176,5 +183,6 @@ function learnInput(req: ProxyRequest, admission: Admission, facts: Facts, servi
     unbucketed: facts.unbucketed ?? false,
     blockMs: facts.blockMs,
     sublimitDelay: facts.sublimitDelay,
+    unhurried,
   };
 }

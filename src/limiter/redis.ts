@@ -73,7 +73,12 @@ export interface RedisStoreOptions extends StoreOptions {
    * any). See leases.ts. At most a quarter of probeTimeoutMs, so a leased admission is answered while it counts.
    */
   readonly leaseMs?: number;
-  /** The clock of the leases and of the cached Cloudflare pause (tests set it). */
+  /**
+   * How long the learn of an answer nobody here waits for may wait to go with later ones, ms (default 20; 0: each
+   * turn's answers go at once). See learn().
+   */
+  readonly learnLingerMs?: number;
+  /** The clock of the leases, of the learns' linger and of the cached Cloudflare pause (tests set it). */
   readonly clock?: Clock;
   /** Times each admit and learn script call (one round trip, however many requests it carries). */
   readonly onCall?: (op: 'admit' | 'learn', seconds: number) => void;
@@ -84,6 +89,7 @@ export interface RedisStoreOptions extends StoreOptions {
 const DEFAULT_KEY_TTL_MS = 10 * 60_000;
 const DEFAULT_CLOUDFLARE_POLL_MS = 500;
 const DEFAULT_LEASE_MS = 200;
+const DEFAULT_LEARN_LINGER_MS = 20;
 
 /** The scripts' reason codes, in order from 1 (lua/admit.lua). */
 const REASONS: readonly WaitReason[] = [
@@ -107,6 +113,11 @@ const MARK_FIELD: Record<MarkScope, (at: MarkAt) => string> = {
 };
 
 type Arg = string | number;
+/** An answer waiting to be learned, and when it came (the store's clock). */
+interface Answer {
+  readonly input: LearnInput;
+  readonly at: number;
+}
 interface ScriptCommands {
   drlpAdmit(...args: Arg[]): Promise<unknown>;
   drlpLearn(...args: Arg[]): Promise<unknown>;
@@ -176,7 +187,7 @@ export class RedisStore implements LimiterStore {
   private cloudflareUntil = 0;
   private polling = false;
   private readonly admits: Batcher<AdmitInput, AdmitResult>;
-  private readonly learns: Batcher<LearnInput, true>;
+  private readonly learns: Batcher<Answer, true>;
   private readonly leases: Leases | undefined;
   /** The admits that are a lease's background refill (leases.ts), not a request's. */
   private readonly refills = new WeakSet<AdmitInput>();
@@ -194,16 +205,16 @@ export class RedisStore implements LimiterStore {
     if (clientKeyPrefix(redis) !== '')
       throw new Error('RedisStore needs a client without keyPrefix; use options.prefix');
     this.scripts = registerScripts(redis);
-    const batchMax = options.batchMax ?? 64;
-    this.admits = new Batcher(
-      (identity, inputs, alone) => this.admitBatch(identity, inputs, alone),
-      batchMax,
-    );
-    this.learns = new Batcher(
-      (identity, inputs, alone) => this.learnBatch(identity, inputs, alone),
-      batchMax,
-    );
     this.clock = options.clock ?? realClock;
+    const maxBatch = options.batchMax ?? 64;
+    this.admits = new Batcher((identity, inputs, alone) => this.admitBatch(identity, inputs, alone), {
+      maxBatch,
+    });
+    this.learns = new Batcher((identity, inputs, alone) => this.learnBatch(identity, inputs, alone), {
+      maxBatch,
+      lingerMs: options.learnLingerMs ?? DEFAULT_LEARN_LINGER_MS,
+      clock: this.clock,
+    });
     const leaseMs = Math.min(options.leaseMs ?? DEFAULT_LEASE_MS, options.probeTimeoutMs / 4);
     if (leaseMs > 0)
       this.leases = new Leases(
@@ -236,6 +247,8 @@ export class RedisStore implements LimiterStore {
     if (cloudflareMs > 0) return { ok: false, reason: 'cloudflare', waitMs: cloudflareMs };
     const leased = this.leases?.take(input);
     if (leased) return leased;
+    // The identity's lingering answers go first, in the same turn: this admit sees every place they free.
+    this.learns.hurry(input.identity);
     return this.admits.add(input.identity, input);
   }
 
@@ -315,18 +328,33 @@ export class RedisStore implements LimiterStore {
     });
   }
 
+  /**
+   * Ends an admission with what its answer taught. Most answers only confirm what Redis already counted: a request
+   * of a known route, neither a probe nor a 429, that ends its place in flight. When nobody here waits on its
+   * identity (`input.unhurried`), such an answer may linger up to `learnLingerMs` to go with later ones, so that
+   * a steady stream of answers costs a learn call per linger instead of one per turn. Its times are kept exact: the
+   * script is told how long ago the answer came (serviceMs, resetAfterMs), so a lingered answer ends its global
+   * slot and dates its bucket's window as one sent at once would. What lingers is the moment other replicas see
+   * the place free: an in-flight count that stays up to `learnLingerMs` longer, never a place given twice.
+   * Probes, 429s and give-backs go at the end of their turn, as every answer does while requests of the identity
+   * are held here; and an admit call of the identity takes its lingering answers with it (admit()).
+   */
   async learn(input: LearnInput): Promise<void> {
     // Every kind of 429 comes with one of these: what this replica leased for the identity may no longer hold.
-    if (input.blockMs !== undefined || input.sublimitDelay || input.limitedWithoutHeaders)
-      this.leases?.drop(input.identity);
-    await this.learns.add(input.identity, input);
+    const limited = input.blockMs !== undefined || input.sublimitDelay || input.limitedWithoutHeaders;
+    if (limited) this.leases?.drop(input.identity);
+    const linger = input.unhurried === true && !limited && !input.probe && !input.unsent;
+    await this.learns.add(input.identity, { input, at: this.clock.now() }, linger);
   }
 
-  /** One learn script run for every answer of one identity that came back in the same turn (lua/learn.lua). */
-  private async learnBatch(identity: string, inputs: readonly LearnInput[], alone: boolean): Promise<true[]> {
+  /** One learn script run for every answer of one identity gathered together (lua/learn.lua). */
+  private async learnBatch(identity: string, answers: readonly Answer[], alone: boolean): Promise<true[]> {
     const base = this.identityBase(identity);
     const args: Arg[] = [this.options.resetMarginMs, this.keyTtlMs, this.keyTtlMs, this.windowMs, base];
-    for (const input of inputs) {
+    const now = this.clock.now();
+    for (const { input, at } of answers) {
+      // The script dates the answer by Redis's clock when it runs: one that waited here is that much older.
+      const age = now - at;
       // The bucket admit() gave, as its key's suffix; an id of another identity names no key of this one.
       const admitted = input.bucket?.startsWith(`${identity}|`)
         ? input.bucket.slice(identity.length + 1)
@@ -344,20 +372,19 @@ export class RedisStore implements LimiterStore {
         fact(input.sublimitDelay?.ms),
         fact(input.limit),
         fact(input.remaining),
-        fact(input.resetAfterMs),
+        fact(input.resetAfterMs === undefined ? undefined : input.resetAfterMs - age),
         fact(input.blockMs),
         input.window ?? 0,
         input.slot ?? '',
         input.unsent ? '1' : '',
-        input.serviceMs ?? 0,
+        (input.serviceMs ?? 0) + age,
       ].join('\n');
       args.push(fields);
     }
-    const sentAt = this.clock.now();
     const call = alone ? this.scripts.drlpLearnNow : this.scripts.drlpLearn;
     await call.call(this.scripts, 2, `${base}gslots`, `${base}subs`, ...args);
-    this.options.onCall?.('learn', (this.clock.now() - sentAt) / 1000);
-    return inputs.map(() => true);
+    this.options.onCall?.('learn', (this.clock.now() - now) / 1000);
+    return answers.map(() => true);
   }
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {

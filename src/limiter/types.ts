@@ -124,6 +124,11 @@ export interface LearnInput {
   readonly blockMs?: number | undefined;
   /** Sublimit 429: delay requests with this tag on this route and major parameter. */
   readonly sublimitDelay?: { readonly tag: string; readonly ms: number } | undefined;
+  /**
+   * No request of the identity is held on this replica: nothing here waits for this answer to land, so a store
+   * may send it together with later ones (redis.ts learn).
+   */
+  readonly unhurried?: boolean;
 }
 
 export interface LimiterStore {

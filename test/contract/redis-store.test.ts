@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createIdentifier, createTokenHasher } from '../../src/discord/identity.js';
+import type { Clock } from '../../src/limiter/clock.js';
 import { RedisStore, type RedisStoreOptions } from '../../src/limiter/redis.js';
-import type { AdmitInput } from '../../src/limiter/types.js';
+import type { AdmitInput, LearnInput } from '../../src/limiter/types.js';
 import { PIPELINING } from '../../src/store.js';
 import { freePort } from '../helpers/redis-server.js';
 import { CONTRACT_OPTIONS, storeContract } from './store-contract.js';
@@ -466,6 +467,178 @@ describe('redis store', () => {
       for (let i = 0; i < 20; i++) expect(await store.admit(req)).toMatchObject({ ok: true });
       expect(store.leased).toBe(0);
       await store.close();
+    });
+  });
+
+  describe('lingering learns', () => {
+    /** A clock that moves only when told to, firing the timers that fall due. */
+    function manualClock(start: number) {
+      let now = start;
+      const timers = new Set<{ at: number; run: () => void; unref(): void }>();
+      const clock: Clock = {
+        now: () => now,
+        setTimeout(run, ms) {
+          const timer = { at: now + ms, run, unref() {} };
+          timers.add(timer);
+          return timer;
+        },
+        clearTimeout(timer) {
+          timers.delete(timer as never);
+        },
+      };
+      return {
+        clock,
+        advance(ms: number) {
+          now += ms;
+          for (const timer of [...timers])
+            if (timer.at <= now) {
+              timers.delete(timer);
+              timer.run();
+            }
+        },
+      };
+    }
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const user = (identity: string): AdmitInput => ({
+      identity,
+      routeKey: 'GET /users/@me',
+      major: '',
+      globalLimit: 50,
+      sublimit: '*',
+    });
+
+    /** A store on a manual clock, its route known unbucketed, and the learn and admit calls it makes. */
+    async function setUp(identity: string) {
+      const time = manualClock(1000);
+      const calls: string[] = [];
+      const prefix = newPrefix();
+      const store = makeStore({
+        cloudflarePollMs: 0,
+        leaseMs: 0,
+        learnLingerMs: 20,
+        prefix,
+        clock: time.clock,
+        onCall: (op) => calls.push(op),
+      });
+      const req = user(identity);
+      const probe = await store.admit(req);
+      if (!probe.ok) throw new Error('probe refused');
+      await store.learn({ ...req, bucket: probe.bucket, probe: true, unbucketed: true, unhurried: true });
+      calls.length = 0;
+      const score = async (slot: string) => Number(await redis.zscore(`${prefix}{${identity}}:gslots`, slot));
+      return { time, calls, store, req, score };
+    }
+
+    it('sends answers nobody waits for together after the linger, each dated when it came', async () => {
+      const { time, calls, store, req, score } = await setUp('linger-dates');
+      const admitted = [];
+      for (let i = 0; i < 3; i++) {
+        const a = await store.admit(req);
+        if (!a.ok || !a.slot) throw new Error('expected an admission with a global slot');
+        admitted.push(a);
+      }
+      calls.length = 0;
+      const inFlight = await Promise.all(admitted.map((a) => score(a.slot)));
+      const learned: Promise<void>[] = [];
+      for (const a of admitted) {
+        learned.push(
+          store.learn({
+            ...req,
+            bucket: a.bucket,
+            probe: false,
+            slot: a.slot,
+            window: a.window,
+            unhurried: true,
+          }),
+        );
+        await turn();
+        time.advance(5);
+      }
+      // 15 ms after the first answer: nothing sent, the slots still count as in flight.
+      await turn();
+      expect(calls).toEqual([]);
+      expect(await Promise.all(admitted.map((a) => score(a.slot)))).toEqual(inFlight);
+      time.advance(4);
+      await turn();
+      expect(calls).toEqual([]);
+      // 20 ms after the first: one call for the three, each slot counting a window from its own answer.
+      time.advance(1);
+      await Promise.all(learned);
+      expect(calls).toEqual(['learn']);
+      const [first, second, third] = await Promise.all(admitted.map((a) => score(a.slot)));
+      expect(second! - first!).toBeCloseTo(5, 6);
+      expect(third! - first!).toBeCloseTo(10, 6);
+      await store.close();
+    });
+
+    it('sends them with the next admit call of the identity, before it', async () => {
+      const { calls, store, req } = await setUp('linger-admit');
+      const a = await store.admit(req);
+      if (!a.ok) throw new Error('refused');
+      calls.length = 0;
+      const learned = store.learn({
+        ...req,
+        bucket: a.bucket,
+        probe: false,
+        slot: a.slot,
+        window: a.window,
+        unhurried: true,
+      });
+      await turn();
+      await turn();
+      expect(calls).toEqual([]);
+      await store.admit(req);
+      await learned;
+      expect(calls).toEqual(['learn', 'admit']);
+      await store.close();
+    });
+
+    it('sends probes, 429s, give-backs and answers of an identity with held requests at the end of their turn', async () => {
+      const answers: Partial<LearnInput>[] = [
+        { probe: true, unhurried: true },
+        { blockMs: 1000, unhurried: true },
+        { sublimitDelay: { tag: '*', ms: 1000 }, unhurried: true },
+        { limitedWithoutHeaders: true, unhurried: true },
+        { unsent: true, unhurried: true },
+        { unhurried: false },
+        {},
+      ];
+      for (const [i, answer] of answers.entries()) {
+        const { calls, store, req } = await setUp(`linger-never-${i}`);
+        const a = await store.admit(req);
+        if (!a.ok) throw new Error('refused');
+        calls.length = 0;
+        await store.learn({
+          ...req,
+          bucket: a.bucket,
+          probe: false,
+          slot: a.slot,
+          window: a.window,
+          ...answer,
+        });
+        expect(calls, JSON.stringify(answer)).toEqual(['learn']);
+        await store.close();
+      }
+    });
+
+    it('sends what lingers when the store closes', async () => {
+      const { calls, store, req } = await setUp('linger-close');
+      const a = await store.admit(req);
+      if (!a.ok) throw new Error('refused');
+      calls.length = 0;
+      const learned = store.learn({
+        ...req,
+        bucket: a.bucket,
+        probe: false,
+        slot: a.slot,
+        window: a.window,
+        unhurried: true,
+      });
+      await turn();
+      expect(calls).toEqual([]);
+      await store.close();
+      await learned;
+      expect(calls).toEqual(['learn']);
     });
   });
 
