@@ -130,9 +130,8 @@ export class Batcher<T, R> {
     return this.run(group, items, alone).then(
       (results) => {
         for (let i = 0; i < settle.length; i++) {
-          const result = results[i];
-          if (result === undefined) settle[i]!.reject(new Error('a batched call got no result'));
-          else settle[i]!.resolve(result);
+          if (i >= results.length) settle[i]!.reject(new Error('a batched call got no result'));
+          else settle[i]!.resolve(results[i]!);
         }
       },
       (error: unknown) => {

@@ -17,7 +17,15 @@ import {
   type MarkView,
 } from './inspection.js';
 import type { MemoryStore } from './memory.js';
-import type { AdmitInput, AdmitResult, LearnInput, LimiterStore, MarkAt, MarkScope } from './types.js';
+import {
+  type AdmitInput,
+  type AdmitResult,
+  type LearnInput,
+  type LimiterStore,
+  type MarkAt,
+  type MarkScope,
+  pending,
+} from './types.js';
 
 export interface FailoverOptions {
   /** How many replicas share a global limit while each falls back to its own state. */
@@ -29,6 +37,8 @@ export interface FailoverOptions {
   readonly onError?: (error: unknown) => void;
   readonly onLatency?: (op: string, seconds: number) => void;
 }
+
+const DONE: Promise<void> = Promise.resolve();
 
 export class FailoverStore implements LimiterStore {
   private local = false;
@@ -50,23 +60,40 @@ export class FailoverStore implements LimiterStore {
     return !this.local;
   }
 
-  async admit(input: AdmitInput): Promise<AdmitResult> {
-    if (this.useShared()) {
-      try {
-        const limited = this.afterOutage(input);
-        if (limited === null) {
-          const waitMs = Math.max(1, this.fallback.globalWait(input.identity, input.globalLimit));
-          return { ok: false, reason: 'global', waitMs };
-        }
-        // Its round trips are timed by the shared store itself (RedisStore onCall): one admit may be a share of
-        // one call, or none at all (a lease).
-        const result = await this.shared.admit(limited);
-        this.recovered();
-        return result;
-      } catch (error) {
-        this.failed(error);
+  admit(input: AdmitInput): AdmitResult | Promise<AdmitResult> {
+    if (!this.useShared()) return this.admitLocally(input);
+    let result: AdmitResult | Promise<AdmitResult>;
+    try {
+      const limited = this.afterOutage(input);
+      if (limited === null) {
+        const waitMs = Math.max(1, this.fallback.globalWait(input.identity, input.globalLimit));
+        return { ok: false, reason: 'global', waitMs };
       }
+      // Its round trips are timed by the shared store itself (RedisStore onCall): one admit may be a share of
+      // one call, or none at all (a lease, answered at once).
+      result = this.shared.admit(limited);
+    } catch (error) {
+      this.failed(error);
+      return this.admitLocally(input);
     }
+    if (!pending(result)) {
+      this.recovered();
+      return result;
+    }
+    return result.then(
+      (admitted) => {
+        this.recovered();
+        return admitted;
+      },
+      (error: unknown) => {
+        this.failed(error);
+        return this.admitLocally(input);
+      },
+    );
+  }
+
+  /** This replica's own decision, while Redis is away or after a call to it failed. */
+  private admitLocally(input: AdmitInput): AdmitResult {
     if (input.globalLimit === 0) return this.fallback.admitNow(input);
     // The local window knows nothing of what the shared one admitted before Redis failed; until one full window
     // has passed, assume it was full.
@@ -90,10 +117,22 @@ export class FailoverStore implements LimiterStore {
     return left > 0 ? { ...input, globalLimit: left } : null;
   }
 
-  async learn(input: LearnInput): Promise<void> {
-    await this.fallback.learn(input);
-    await this.both((store) => store.learn(input));
+  /** Learned here at once, then by the shared store: every answer, so written without an async frame of its own. */
+  learn(input: LearnInput): Promise<void> {
+    this.fallback.learnNow(input);
+    if (!this.useShared()) return DONE;
+    let sent: Promise<void>;
+    try {
+      sent = this.shared.learn(input);
+    } catch (error) {
+      this.failed(error);
+      return DONE;
+    }
+    return sent.then(this.onShared, this.onSharedError);
   }
+
+  private readonly onShared = (): void => this.recovered();
+  private readonly onSharedError = (error: unknown): void => this.failed(error);
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {
     await this.fallback.pauseIdentity(identity, ms);

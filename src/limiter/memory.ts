@@ -66,7 +66,7 @@ export class MemoryStore implements LimiterStore {
     this.sweeper.unref();
   }
 
-  async admit(input: AdmitInput): Promise<AdmitResult> {
+  admit(input: AdmitInput): AdmitResult {
     return this.admitNow(input);
   }
 
@@ -132,6 +132,11 @@ export class MemoryStore implements LimiterStore {
   }
 
   async learn(input: LearnInput): Promise<void> {
+    this.learnNow(input);
+  }
+
+  /** Synchronous core, also used by the Redis store's fallback, which learns every answer to stay warm. */
+  learnNow(input: LearnInput): void {
     const now = this.now();
     this.endGlobalSlot(input, now);
     const routeHashKey = `${input.identity}|${input.routeKey}`;

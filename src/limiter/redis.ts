@@ -187,7 +187,7 @@ export class RedisStore implements LimiterStore {
   private cloudflareUntil = 0;
   private polling = false;
   private readonly admits: Batcher<AdmitInput, AdmitResult>;
-  private readonly learns: Batcher<Answer, true>;
+  private readonly learns: Batcher<Answer, void>;
   private readonly leases: Leases | undefined;
   /** The admits that are a lease's background refill (leases.ts), not a request's. */
   private readonly refills = new WeakSet<AdmitInput>();
@@ -242,7 +242,8 @@ export class RedisStore implements LimiterStore {
     return this.leases?.held ?? 0;
   }
 
-  async admit(input: AdmitInput): Promise<AdmitResult> {
+  /** At once from this replica's lease or its cached Cloudflare pause; otherwise one share of a script call. */
+  admit(input: AdmitInput): AdmitResult | Promise<AdmitResult> {
     const cloudflareMs = this.cloudflareUntil - this.clock.now();
     if (cloudflareMs > 0) return { ok: false, reason: 'cloudflare', waitMs: cloudflareMs };
     const leased = this.leases?.take(input);
@@ -339,16 +340,20 @@ export class RedisStore implements LimiterStore {
    * Probes, 429s and give-backs go at the end of their turn, as every answer does while requests of the identity
    * are held here; and an admit call of the identity takes its lingering answers with it (admit()).
    */
-  async learn(input: LearnInput): Promise<void> {
+  learn(input: LearnInput): Promise<void> {
     // Every kind of 429 comes with one of these: what this replica leased for the identity may no longer hold.
     const limited = input.blockMs !== undefined || input.sublimitDelay || input.limitedWithoutHeaders;
     if (limited) this.leases?.drop(input.identity);
     const linger = input.unhurried === true && !limited && !input.probe && !input.unsent;
-    await this.learns.add(input.identity, { input, at: this.clock.now() }, linger);
+    return this.learns.add(input.identity, { input, at: this.clock.now() }, linger);
   }
 
   /** One learn script run for every answer of one identity gathered together (lua/learn.lua). */
-  private async learnBatch(identity: string, answers: readonly Answer[], alone: boolean): Promise<true[]> {
+  private async learnBatch(
+    identity: string,
+    answers: readonly Answer[],
+    alone: boolean,
+  ): Promise<undefined[]> {
     const base = this.identityBase(identity);
     const args: Arg[] = [this.options.resetMarginMs, this.keyTtlMs, this.keyTtlMs, this.windowMs, base];
     const now = this.clock.now();
@@ -384,7 +389,7 @@ export class RedisStore implements LimiterStore {
     const call = alone ? this.scripts.drlpLearnNow : this.scripts.drlpLearn;
     await call.call(this.scripts, 2, `${base}gslots`, `${base}subs`, ...args);
     this.options.onCall?.('learn', (this.clock.now() - now) / 1000);
-    return answers.map(() => true);
+    return answers.map(() => undefined);
   }
 
   async pauseIdentity(identity: string, ms: number): Promise<void> {

@@ -13,6 +13,7 @@ import {
   type AdmitResult,
   KNOWN_BAD,
   type LimiterStore,
+  pending,
   type WaitReason,
 } from './types.js';
 
@@ -234,13 +235,26 @@ export class Scheduler {
       this.enqueue(key, input, waiter, opts);
       return;
     }
+    let decided: AdmitResult | Promise<AdmitResult>;
+    try {
+      decided = this.store.admit(input);
+    } catch {
+      this.enqueue(key, input, waiter, opts);
+      return;
+    }
+    if (!pending(decided)) {
+      // Decided at once (in process, or a lease): admitted in this turn; anything else is for the queue.
+      if (decided?.ok === true) waiter.admitted(decided);
+      else this.enqueue(key, input, waiter, opts);
+      return;
+    }
     this.asking.set(key, asking + 1);
     const done = () => {
       const left = (this.asking.get(key) ?? 1) - 1;
       if (left > 0) this.asking.set(key, left);
       else this.asking.delete(key);
     };
-    this.store.admit(input).then(
+    decided.then(
       (result) => {
         done();
         // Anything but an admission (a wait, or nonsense from a broken store) goes through the queue, which

@@ -132,8 +132,12 @@ export interface LearnInput {
 }
 
 export interface LimiterStore {
-  /** Decides atomically whether one request may go now: Cloudflare pause, identity pause, sublimit, bucket, global. */
-  admit(input: AdmitInput): Promise<AdmitResult>;
+  /**
+   * Decides atomically whether one request may go now: Cloudflare pause, identity pause, sublimit, bucket, global.
+   * A decision made without I/O (in process, or from a lease) comes back as it is, not in a promise, so that the
+   * request it admits goes on in the same turn instead of waiting for a microtask and its closures.
+   */
+  admit(input: AdmitInput): AdmitResult | Promise<AdmitResult>;
   /**
    * Applies what one response said about its bucket, and ends the request's admission: releases the probe if
    * it was one, and takes it out of the bucket's and the global window's requests in flight. Every admission
@@ -186,3 +190,8 @@ export const GLOBAL_WINDOW_MS = 1000;
 export const INVALID_WINDOW_MS = 600_000;
 /** The invalid-request window is kept in slots of this length; a slot leaves the window as a whole. */
 export const INVALID_SLOT_MS = 10_000;
+
+/** Whether a store's answer is still to come (admit() answers at once when it can). */
+export function pending<T>(value: T | Promise<T>): value is Promise<T> {
+  return value instanceof Promise;
+}

@@ -23,7 +23,7 @@ function sharedStore(fallback: MemoryStore) {
     return state.up ? answer() : Promise.reject(new Error('ECONNREFUSED'));
   };
   const store: LimiterStore = {
-    admit: (input) => call(() => fallback.admit(input)),
+    admit: (input) => call(async () => fallback.admit(input)),
     learn: () => call(async () => {}),
     pauseIdentity: () => call(async () => {}),
     pauseAll: () => call(async () => 0),
@@ -38,6 +38,29 @@ function sharedStore(fallback: MemoryStore) {
 }
 
 describe('FailoverStore', () => {
+  it("passes the shared store's decisions made at once (a lease) through as they are, and its promises as promises", async () => {
+    const options = { resetMarginMs: 0, globalWindowMarginMs: 20, probeTimeoutMs: 1000 };
+    const local = new MemoryStore(options);
+    const answers = new MemoryStore(options);
+    let atOnce = true;
+    const shared = Object.create(answers) as LimiterStore;
+    shared.admit = (input) => (atOnce ? answers.admit(input) : Promise.resolve(answers.admit(input)));
+    const failover = new FailoverStore(shared, local, {
+      fallbackReplicas: 3,
+      globalWindowMs: 1020,
+      recoveryIntervalMs: 1000,
+    });
+    const first = failover.admit(req);
+    expect(first).not.toBeInstanceOf(Promise);
+    expect(first).toMatchObject({ ok: true });
+    atOnce = false;
+    const second = failover.admit({ ...req, major: 'm2' });
+    expect(second).toBeInstanceOf(Promise);
+    expect(await second).toMatchObject({ ok: true });
+    expect(failover.healthy).toBe(true);
+    await Promise.all([local.close(), answers.close()]);
+  });
+
   it('holds local admissions for one global window after Redis fails, then admits a share, and retries Redis on time', async () => {
     let now = 5_000_000;
     const started = now;

@@ -87,6 +87,28 @@ describe('Scheduler on fake time', () => {
     vi.useRealTimers();
   });
 
+  it('admits in the same turn when the store decides at once, and asks again through the queue when it says wait', async () => {
+    const store = new MemoryStore(options);
+    const scheduler = new Scheduler(store, { maxHoldMs: 10_000 });
+    const admitted: Admission[] = [];
+    const refused: unknown[] = [];
+    const waiter = { admitted: (a: Admission) => admitted.push(a), refused: (e: unknown) => refused.push(e) };
+    scheduler.wait(req({ routeKey: 'GET /users/@me', major: '' }), waiter);
+    // No microtask has run: the in-process decision came back as it is, and so did the admission.
+    expect(admitted).toHaveLength(1);
+    expect(scheduler.held).toBe(0);
+
+    await exhausted(store, req(), 300);
+    scheduler.wait(req(), waiter);
+    expect(admitted).toHaveLength(1);
+    expect(scheduler.held).toBe(1);
+    await advanceTo(300);
+    expect(admitted).toHaveLength(2);
+    expect(refused).toEqual([]);
+    scheduler.close();
+    await store.close();
+  });
+
   it('answers at once when the wait is longer than the hold time allows', async () => {
     const store = new MemoryStore(options);
     const scheduler = new Scheduler(store, { maxHoldMs: 100 });
