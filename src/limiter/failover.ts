@@ -76,10 +76,8 @@ export class FailoverStore implements LimiterStore {
       this.failed(error);
       return this.admitLocally(input);
     }
-    if (!pending(result)) {
-      this.recovered();
-      return result;
-    }
+    // Decided without a round trip (a lease, a cached pause): it says nothing about whether Redis is back.
+    if (!pending(result)) return result;
     return result.then(
       (admitted) => {
         this.recovered();

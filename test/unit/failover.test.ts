@@ -38,25 +38,45 @@ function sharedStore(fallback: MemoryStore) {
 }
 
 describe('FailoverStore', () => {
-  it("passes the shared store's decisions made at once (a lease) through as they are, and its promises as promises", async () => {
+  it("passes the shared store's decisions made at once (a lease) through as they are, and takes none as Redis being back", async () => {
+    let now = 1_000_000;
     const options = { resetMarginMs: 0, globalWindowMarginMs: 20, probeTimeoutMs: 1000 };
-    const local = new MemoryStore(options);
-    const answers = new MemoryStore(options);
-    let atOnce = true;
+    const local = new MemoryStore(options, () => now);
+    const answers = new MemoryStore(options, () => now);
+    let mode: 'at once' | 'promise' | 'down' = 'at once';
     const shared = Object.create(answers) as LimiterStore;
-    shared.admit = (input) => (atOnce ? answers.admit(input) : Promise.resolve(answers.admit(input)));
-    const failover = new FailoverStore(shared, local, {
-      fallbackReplicas: 3,
-      globalWindowMs: 1020,
-      recoveryIntervalMs: 1000,
-    });
+    shared.admit = (input) =>
+      mode === 'at once'
+        ? answers.admit(input)
+        : mode === 'promise'
+          ? Promise.resolve(answers.admit(input))
+          : Promise.reject(new Error('ECONNREFUSED'));
+    const failover = new FailoverStore(
+      shared,
+      local,
+      { fallbackReplicas: 3, globalWindowMs: 1020, recoveryIntervalMs: 1000 },
+      { now: () => now },
+    );
     const first = failover.admit(req);
     expect(first).not.toBeInstanceOf(Promise);
     expect(first).toMatchObject({ ok: true });
-    atOnce = false;
+    mode = 'promise';
     const second = failover.admit({ ...req, major: 'm2' });
     expect(second).toBeInstanceOf(Promise);
     expect(await second).toMatchObject({ ok: true });
+
+    mode = 'down';
+    await failover.admit({ ...req, major: 'm3' });
+    expect(failover.healthy).toBe(false);
+    // The next try of Redis is answered from a lease: no round trip, so still no sign that Redis is back.
+    now += 1000;
+    mode = 'at once';
+    expect(failover.admit({ ...req, major: 'm4' })).toMatchObject({ ok: true });
+    expect(failover.healthy).toBe(false);
+    // A round trip that succeeds is.
+    now += 1000;
+    mode = 'promise';
+    expect(await failover.admit({ ...req, major: 'm5' })).toMatchObject({ ok: true });
     expect(failover.healthy).toBe(true);
     await Promise.all([local.close(), answers.close()]);
   });
@@ -124,8 +144,13 @@ function unreliable(store: MemoryStore): { store: LimiterStore; down: boolean } 
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver);
       if (typeof value !== 'function') return value;
+      // Every answer of a store across the network is a promise (admit() of the memory store is not).
       return (...args: unknown[]) =>
-        state.down ? Promise.reject(new Error('connection lost')) : value.apply(target, args);
+        state.down
+          ? Promise.reject(new Error('connection lost'))
+          : key === 'admit'
+            ? Promise.resolve(value.apply(target, args))
+            : value.apply(target, args);
     },
   });
   return state;
