@@ -526,38 +526,31 @@ describe('redis store', () => {
       await store.learn({ ...req, bucket: probe.bucket, probe: true, unbucketed: true, unhurried: true });
       calls.length = 0;
       const score = async (slot: string) => Number(await redis.zscore(`${prefix}{${identity}}:gslots`, slot));
-      return { time, calls, store, req, score };
+      /** Admits one request, forgets the calls so far and returns its plain answer (a 200 that teaches nothing). */
+      const admitted = async (): Promise<LearnInput> => {
+        const a = await store.admit(req);
+        if (!a.ok) throw new Error('refused');
+        calls.length = 0;
+        return { ...req, bucket: a.bucket, probe: false, slot: a.slot, window: a.window };
+      };
+      return { time, calls, store, req, admitted, score };
     }
 
     it('sends answers nobody waits for together after the linger, each dated when it came', async () => {
-      const { time, calls, store, req, score } = await setUp('linger-dates');
-      const admitted = [];
-      for (let i = 0; i < 3; i++) {
-        const a = await store.admit(req);
-        if (!a.ok || !a.slot) throw new Error('expected an admission with a global slot');
-        admitted.push(a);
-      }
-      calls.length = 0;
-      const inFlight = await Promise.all(admitted.map((a) => score(a.slot)));
+      const { time, calls, store, admitted, score } = await setUp('linger-dates');
+      const answers = [await admitted(), await admitted(), await admitted()];
+      const scores = () => Promise.all(answers.map((a) => score(a.slot ?? '')));
+      const inFlight = await scores();
       const learned: Promise<void>[] = [];
-      for (const a of admitted) {
-        learned.push(
-          store.learn({
-            ...req,
-            bucket: a.bucket,
-            probe: false,
-            slot: a.slot,
-            window: a.window,
-            unhurried: true,
-          }),
-        );
+      for (const answer of answers) {
+        learned.push(store.learn({ ...answer, unhurried: true }));
         await turn();
         time.advance(5);
       }
       // 15 ms after the first answer: nothing sent, the slots still count as in flight.
       await turn();
       expect(calls).toEqual([]);
-      expect(await Promise.all(admitted.map((a) => score(a.slot)))).toEqual(inFlight);
+      expect(await scores()).toEqual(inFlight);
       time.advance(4);
       await turn();
       expect(calls).toEqual([]);
@@ -565,25 +558,15 @@ describe('redis store', () => {
       time.advance(1);
       await Promise.all(learned);
       expect(calls).toEqual(['learn']);
-      const [first, second, third] = await Promise.all(admitted.map((a) => score(a.slot)));
+      const [first, second, third] = await scores();
       expect(second! - first!).toBeCloseTo(5, 6);
       expect(third! - first!).toBeCloseTo(10, 6);
       await store.close();
     });
 
     it('sends them with the next admit call of the identity, before it', async () => {
-      const { calls, store, req } = await setUp('linger-admit');
-      const a = await store.admit(req);
-      if (!a.ok) throw new Error('refused');
-      calls.length = 0;
-      const learned = store.learn({
-        ...req,
-        bucket: a.bucket,
-        probe: false,
-        slot: a.slot,
-        window: a.window,
-        unhurried: true,
-      });
+      const { calls, store, req, admitted } = await setUp('linger-admit');
+      const learned = store.learn({ ...(await admitted()), unhurried: true });
       await turn();
       await turn();
       expect(calls).toEqual([]);
@@ -594,7 +577,7 @@ describe('redis store', () => {
     });
 
     it('sends probes, 429s, give-backs and answers of an identity with held requests at the end of their turn', async () => {
-      const answers: Partial<LearnInput>[] = [
+      const lessons: Partial<LearnInput>[] = [
         { probe: true, unhurried: true },
         { blockMs: 1000, unhurried: true },
         { sublimitDelay: { tag: '*', ms: 1000 }, unhurried: true },
@@ -603,37 +586,17 @@ describe('redis store', () => {
         { unhurried: false },
         {},
       ];
-      for (const [i, answer] of answers.entries()) {
-        const { calls, store, req } = await setUp(`linger-never-${i}`);
-        const a = await store.admit(req);
-        if (!a.ok) throw new Error('refused');
-        calls.length = 0;
-        await store.learn({
-          ...req,
-          bucket: a.bucket,
-          probe: false,
-          slot: a.slot,
-          window: a.window,
-          ...answer,
-        });
-        expect(calls, JSON.stringify(answer)).toEqual(['learn']);
+      for (const [i, lesson] of lessons.entries()) {
+        const { calls, store, admitted } = await setUp(`linger-never-${i}`);
+        await store.learn({ ...(await admitted()), ...lesson });
+        expect(calls, JSON.stringify(lesson)).toEqual(['learn']);
         await store.close();
       }
     });
 
     it('sends what lingers when the store closes', async () => {
-      const { calls, store, req } = await setUp('linger-close');
-      const a = await store.admit(req);
-      if (!a.ok) throw new Error('refused');
-      calls.length = 0;
-      const learned = store.learn({
-        ...req,
-        bucket: a.bucket,
-        probe: false,
-        slot: a.slot,
-        window: a.window,
-        unhurried: true,
-      });
+      const { calls, store, admitted } = await setUp('linger-close');
+      const learned = store.learn({ ...(await admitted()), unhurried: true });
       await turn();
       expect(calls).toEqual([]);
       await store.close();
