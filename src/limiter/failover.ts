@@ -117,7 +117,12 @@ export class FailoverStore implements LimiterStore {
 
   /** Learned here at once, then by the shared store: every answer, so written without an async frame of its own. */
   learn(input: LearnInput): Promise<void> {
-    this.fallback.learnNow(input);
+    try {
+      this.fallback.learnNow(input);
+    } catch (error) {
+      // As a failed learn always was: a rejection for the caller to log, never a throw into the request's path.
+      return Promise.reject(error);
+    }
     if (!this.useShared()) return DONE;
     let sent: Promise<void>;
     try {
