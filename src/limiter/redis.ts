@@ -248,9 +248,11 @@ export class RedisStore implements LimiterStore {
     if (cloudflareMs > 0) return { ok: false, reason: 'cloudflare', waitMs: cloudflareMs };
     const leased = this.leases?.take(input);
     if (leased) return leased;
-    // The identity's lingering answers go first, in the same turn: this admit sees every place they free.
+    // The identity's lingering answers go in the same turn, right after this admit: Redis, woken for the admit
+    // anyway, runs both, and the admit's answer does not wait for the learn script.
+    const admitted = this.admits.add(input.identity, input);
     this.learns.hurry(input.identity);
-    return this.admits.add(input.identity, input);
+    return admitted;
   }
 
   /** One admit script run for every request of one identity that asked in the same turn (lua/admit.lua). */
@@ -338,7 +340,7 @@ export class RedisStore implements LimiterStore {
    * slot and dates its bucket's window as one sent at once would. What lingers is the moment other replicas see
    * the place free: an in-flight count that stays up to `learnLingerMs` longer, never a place given twice.
    * Probes, 429s and give-backs go at the end of their turn, as every answer does while requests of the identity
-   * are held here; and an admit call of the identity takes its lingering answers with it (admit()).
+   * are held here; and an admit call of the identity takes its lingering answers along, right after it (admit()).
    */
   learn(input: LearnInput): Promise<void> {
     // Every kind of 429 comes with one of these: what this replica leased for the identity may no longer hold.

@@ -564,7 +564,7 @@ describe('redis store', () => {
       await store.close();
     });
 
-    it('sends them with the next admit call of the identity, before it', async () => {
+    it('sends them with the next admit call of the identity, right after it', async () => {
       const { calls, store, req, admitted } = await setUp('linger-admit');
       const learned = store.learn({ ...(await admitted()), unhurried: true });
       await turn();
@@ -572,7 +572,7 @@ describe('redis store', () => {
       expect(calls).toEqual([]);
       await store.admit(req);
       await learned;
-      expect(calls).toEqual(['learn', 'admit']);
+      expect(calls).toEqual(['admit', 'learn']);
       await store.close();
     });
 
