@@ -82,4 +82,21 @@ describe.each(STORES)('leases on $name, three replicas far from Discord', (store
     const after = await leased(replicas);
     expect(after.spent! - before.spent!).toBeGreaterThan(0);
   });
+
+  it("keeps the token's window while a lightly used replica lets its answers linger and two others saturate it", async () => {
+    await fake.control('reset');
+    // Replica 1 has three workers: between its requests nothing of the token is held there, so its answers wait
+    // up to REDIS_LEARN_LINGER_MS to reach Redis, dated as when they came; replicas 2 and 3 keep the window full.
+    const statuses = new Map<number, number>();
+    await runWorkers(150, 4000, async (worker) => {
+      const client = worker < 3 ? clients[0]! : clients[1 + (worker % 2)]!;
+      const res = await client.call('GET', '/api/v10/users/@me', { auth: BOT_A });
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    });
+    expect([...statuses.keys()]).toEqual([200]);
+    const stats = await fake.stats();
+    expect(stats.rateLimited).toMatchObject({ user: 0, global: 0, sublimit: 0 });
+    expect(stats.busiestWindow).toBeLessThanOrEqual(GLOBAL);
+    expect(stats.total).toBeGreaterThanOrEqual(2 * GLOBAL);
+  });
 });
