@@ -17,6 +17,7 @@ export interface Config {
   /** Most requests of one identity sent to Redis in one script call (1: one call per request). */
   readonly redisBatchMax: number;
   readonly redisLeaseMs: number;
+  readonly redisPlaceLeaseMs: number;
   readonly redisLearnLingerMs: number;
   readonly globalRateLimit: number;
   readonly globalRateLimitOverrides: ReadonlyMap<string, number>;
@@ -75,6 +76,7 @@ export const ENV_DEFAULTS = {
   REDIS_FALLBACK_REPLICAS: '3',
   REDIS_BATCH_MAX: '64',
   REDIS_LEASE_MS: '200',
+  REDIS_PLACE_LEASE_MS: '1000',
   REDIS_LEARN_LINGER_MS: '20',
   GLOBAL_RATE_LIMIT: '50',
   GLOBAL_RATE_LIMIT_OVERRIDES: '',
@@ -194,6 +196,7 @@ export function loadConfig(env: Env): Config {
     redisFallbackReplicas: int('REDIS_FALLBACK_REPLICAS', 1, 1000),
     redisBatchMax: int('REDIS_BATCH_MAX', 1, 1000),
     redisLeaseMs: int('REDIS_LEASE_MS', 0, 1000),
+    redisPlaceLeaseMs: int('REDIS_PLACE_LEASE_MS', 0, 5000),
     redisLearnLingerMs: int('REDIS_LEARN_LINGER_MS', 0, 100),
     globalRateLimit: int('GLOBAL_RATE_LIMIT', 1, 100_000),
     globalRateLimitOverrides: parseOverrides(raw('GLOBAL_RATE_LIMIT_OVERRIDES'), problems),

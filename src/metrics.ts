@@ -179,7 +179,7 @@ export function createMetrics() {
     }),
     leased: new Counter({
       name: 'discord_proxy_redis_leased_admissions_total',
-      help: 'Admissions taken from Redis ahead of demand (granted), used from a lease without a round trip (spent), and given back unused (returned).',
+      help: 'Global slots and bucket places taken from Redis ahead of demand (granted), admissions made from them without a round trip (spent), and parts given back unused (returned).',
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),

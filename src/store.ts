@@ -74,6 +74,7 @@ export function createStore(config: Config, metrics: Metrics, log: Logger): Crea
     ownsClient: true,
     batchMax: config.redisBatchMax,
     leaseMs: config.redisLeaseMs,
+    placeLeaseMs: config.redisPlaceLeaseMs,
     learnLingerMs: config.redisLearnLingerMs,
     onLease: (outcome, n) => metrics.leased.inc({ outcome }, n),
     onCall: (op, seconds) => metrics.redisLatency.observe({ op }, seconds),

@@ -33,7 +33,7 @@ import {
   markPlace,
   viewBucket,
 } from './inspection.js';
-import { type LeaseOutcome, Leases } from './leases.js';
+import { type Grant, type LeaseOutcome, Leases, type Want } from './leases.js';
 import {
   type Admission,
   type AdmitInput,
@@ -69,10 +69,16 @@ export interface RedisStoreOptions extends StoreOptions {
   /** Most requests of one identity per script call (default 64; 1 sends each request on its own). */
   readonly batchMax?: number;
   /**
-   * How long admissions taken ahead of demand for a hot queue may be spent here, ms (default 200; 0: never take
-   * any). See leases.ts. At most a quarter of probeTimeoutMs, so a leased admission is answered while it counts.
+   * How long global slots taken ahead of demand for a busy identity may be spent here, ms (default 200; 0: never
+   * take any slot or place ahead). See leases.ts. At most a quarter of probeTimeoutMs, so a leased admission is
+   * answered while it counts.
    */
   readonly leaseMs?: number;
+  /**
+   * How long bucket places taken ahead of demand for a queue may be spent here, ms (default 1000; at least
+   * leaseMs, at most a quarter of probeTimeoutMs). See leases.ts.
+   */
+  readonly placeLeaseMs?: number;
   /**
    * How long the learn of an answer nobody here waits for may wait to go with later ones, ms (default 20; 0: each
    * turn's answers go at once). See learn().
@@ -89,6 +95,7 @@ export interface RedisStoreOptions extends StoreOptions {
 const DEFAULT_KEY_TTL_MS = 10 * 60_000;
 const DEFAULT_CLOUDFLARE_POLL_MS = 500;
 const DEFAULT_LEASE_MS = 200;
+const DEFAULT_PLACE_LEASE_MS = 1000;
 const DEFAULT_LEARN_LINGER_MS = 20;
 
 /** The scripts' reason codes, in order from 1 (lua/admit.lua). */
@@ -216,10 +223,15 @@ export class RedisStore implements LimiterStore {
       clock: this.clock,
     });
     const leaseMs = Math.min(options.leaseMs ?? DEFAULT_LEASE_MS, options.probeTimeoutMs / 4);
+    const placeMs = Math.min(
+      Math.max(options.placeLeaseMs ?? DEFAULT_PLACE_LEASE_MS, leaseMs),
+      options.probeTimeoutMs / 4,
+    );
     if (leaseMs > 0)
       this.leases = new Leases(
         this.clock,
         leaseMs,
+        placeMs,
         (input, admission) => this.giveBack(input, admission),
         (input) => this.refill(input),
         options.onLease,
@@ -237,9 +249,9 @@ export class RedisStore implements LimiterStore {
     }
   }
 
-  /** Admissions this replica holds ahead of demand, unspent (leases.ts). */
-  get leased(): number {
-    return this.leases?.held ?? 0;
+  /** Global slots and bucket places this replica holds ahead of demand, unspent (leases.ts). */
+  get leased(): { slots: number; places: number } {
+    return this.leases?.held ?? { slots: 0, places: 0 };
   }
 
   /** At once from this replica's lease or its cached Cloudflare pause; otherwise one share of a script call. */
@@ -271,15 +283,16 @@ export class RedisStore implements LimiterStore {
       PROBE_POLL_MS,
       STALLED_WINDOW_MS,
     ];
-    // How many admissions more each request asks for, for its queue's lease (0 for most).
-    const wants = inputs.map((input) => this.leases?.want(input, this.refills.has(input)) ?? 0);
+    // How many places and slots more each request asks for, for its queue's and identity's leases (none for most).
+    const wants = inputs.map((input) => this.leases?.want(input, this.refills.has(input)) ?? NO_WANT);
     for (let i = 0; i < inputs.length; i++) {
       const input = inputs[i]!;
       keys.push(
         `${base}sub:${input.routeKey}|${input.major}|${input.sublimit}`,
         `${base}route:${input.routeKey}`,
       );
-      args.push(input.routeKey, input.major, input.globalLimit, input.target ?? '', wants[i]!);
+      const want = wants[i]!;
+      args.push(input.routeKey, input.major, input.globalLimit, input.target ?? '', want.places, want.slots);
     }
     const sentAt = this.clock.now();
     let replies: unknown;
@@ -290,16 +303,17 @@ export class RedisStore implements LimiterStore {
       if (!Array.isArray(replies) || replies.length !== inputs.length)
         throw new Error('unexpected reply from the admit script');
     } catch (error) {
-      for (let i = 0; i < inputs.length; i++) if (wants[i]! > 0) this.leases?.failed(inputs[i]!);
+      for (let i = 0; i < inputs.length; i++) if (wanting(wants[i]!)) this.leases?.failed(inputs[i]!);
       throw error;
     }
     return (replies as unknown[]).map((reply, i) => {
       const input = inputs[i]!;
       const result = admitResult(identity, reply);
-      if (this.refills.has(input)) {
-        // Nobody waits for a refill: its own admission goes to the lease with the others.
-        this.leases?.granted(input, result.ok ? [result, ...extraAdmissions(result, reply)] : [], sentAt);
-      } else if (wants[i]! > 0) this.leases?.granted(input, extraAdmissions(result, reply), sentAt);
+      const refill = this.refills.has(input);
+      if (!wanting(wants[i]!) && !refill) return result;
+      // Nobody waits for a refill: its own admission goes to the leases with the rest.
+      if (result.ok) this.leases?.granted(input, result, leaseGrant(reply), sentAt, refill);
+      else this.leases?.failed(input);
       return result;
     });
   }
@@ -581,10 +595,16 @@ function fact(value: number | undefined): number | '' {
   return value !== undefined && Number.isFinite(value) ? value : '';
 }
 
-/** The admissions granted beyond the request's own (lua/admit.lua: one more global slot id each, after the fifth). */
-function extraAdmissions(result: AdmitResult, reply: unknown): Admission[] {
-  if (!result.ok || !Array.isArray(reply) || reply.length <= 5) return [];
-  return reply.slice(5).map((slot) => ({ ...result, probe: false, slot: String(slot) }));
+const NO_WANT: Want = { places: 0, slots: 0 };
+
+function wanting(want: Want): boolean {
+  return want.places > 0 || want.slots > 0;
+}
+
+/** What an admitted request's reply granted beyond its own admission (lua/admit.lua: a count, then slot ids). */
+function leaseGrant(reply: unknown): Grant {
+  if (!Array.isArray(reply) || reply.length <= 5) return { places: 0, slots: [] };
+  return { places: Number(reply[5]) || 0, slots: reply.slice(6).map(String) };
 }
 
 function admitResult(identity: string, reply: unknown): AdmitResult {

@@ -24,6 +24,34 @@ function makeStore(overrides: Partial<RedisStoreOptions> = {}): RedisStore {
   return new RedisStore(redis, { ...CONTRACT_OPTIONS, prefix: newPrefix(), ...overrides });
 }
 
+/** A clock that moves only when told to, firing the timers that fall due. */
+function manualClock(start: number) {
+  let now = start;
+  const timers = new Set<{ at: number; run: () => void; unref(): void }>();
+  const clock: Clock = {
+    now: () => now,
+    setTimeout(run, ms) {
+      const timer = { at: now + ms, run, unref() {} };
+      timers.add(timer);
+      return timer;
+    },
+    clearTimeout(timer) {
+      timers.delete(timer as never);
+    },
+  };
+  return {
+    clock,
+    advance(ms: number) {
+      now += ms;
+      for (const timer of [...timers])
+        if (timer.at <= now) {
+          timers.delete(timer);
+          timer.run();
+        }
+    },
+  };
+}
+
 storeContract('redis', async (options) => new RedisStore(redis, { ...options, prefix: newPrefix() }));
 
 async function keysUnder(prefix: string): Promise<string[]> {
@@ -347,6 +375,8 @@ describe('redis store', () => {
       await store.learn({ ...req, bucket: probe.bucket, probe: true, ...facts });
     }
     const inWindow = (identity: string) => redis.zcard(`${prefixOf.get(identity)}{${identity}}:gslots`);
+    const inFlight = async (identity: string, major = 'c:1') =>
+      Number(await redis.hget(`${prefixOf.get(identity)}{${identity}}:bucket:h|${major}`, 'i'));
     const prefixOf = new Map<string, string>();
     const storeFor = (identity: string) => {
       const prefix = prefixOf.get(identity) ?? newPrefix();
@@ -363,12 +393,49 @@ describe('redis store', () => {
       });
       // Each ask takes about half as many more as the queue asked for lately: a handful of calls for 100 admissions.
       expect(sent.length).toBeLessThanOrEqual(12);
-      expect(store.leased).toBeGreaterThan(0);
+      expect(store.leased.slots).toBeGreaterThan(0);
+      expect(store.leased.places).toBeGreaterThan(0);
       // The probe's slot (ended by its answer) and the 100 spent, plus the unspent, all count in Redis...
-      expect(await inWindow('lease-hot')).toBe(101 + store.leased);
+      expect(await inWindow('lease-hot')).toBe(101 + store.leased.slots);
+      expect(await inFlight('lease-hot')).toBe(100 + store.leased.places);
       await store.close();
       // ...until the store gives the unspent back.
       expect(await inWindow('lease-hot')).toBe(101);
+      expect(await inFlight('lease-hot')).toBe(100);
+    });
+
+    it("serves channels asked a few times a second each from their bucket places and the token's slots", async () => {
+      const time = manualClock(1000);
+      const calls: string[] = [];
+      const prefix = newPrefix();
+      prefixOf.set('lease-spread', prefix);
+      // Slots for 200 ms and places for 1 s, as by default (they need an in-flight timeout four times as long).
+      const store = makeStore({
+        cloudflarePollMs: 0,
+        prefix,
+        clock: time.clock,
+        onCall: (op) => calls.push(op),
+        probeTimeoutMs: 4000,
+      });
+      const channels = Array.from({ length: 10 }, (_, i) => hot('lease-spread', { major: `c:${i + 1}` }));
+      for (const req of channels) await known(store, req, 1_000_000);
+      calls.length = 0;
+      // In turn, 20 ms apart for 4 s: each channel every 200 ms (once a slot lease), the token 50 times a second.
+      let waited = 0;
+      for (let i = 0; i < 200; i++) {
+        const admitted = store.admit(channels[i % 10]!);
+        if (admitted instanceof Promise) waited += 1;
+        expect(await admitted).toMatchObject({ ok: true });
+        time.advance(20);
+      }
+      // Leasing whole admissions per channel, each of these would have waited for Redis.
+      // (30 and 30 when written; with places kept as briefly as slots, 200 and 200.)
+      expect(waited).toBeLessThanOrEqual(50);
+      expect(calls.filter((op) => op === 'admit').length).toBeLessThanOrEqual(50);
+      await store.close();
+      // What was not spent went back: the 200 and the probes count, in each bucket and in the window.
+      for (const req of channels) expect(await inFlight('lease-spread', req.major)).toBe(20);
+      expect(await inWindow('lease-spread')).toBe(210);
     });
 
     it('leases no more than half of what the global window and a bucket have left', async () => {
@@ -378,8 +445,9 @@ describe('redis store', () => {
       // Arriving together, they go as one call, and the first asks for half as many more as came with it.
       const admitted = await Promise.all(Array.from({ length: 40 }, () => store.admit(req)));
       expect(admitted.every((a) => a.ok)).toBe(true);
-      // The probe and the 40 hold 41 of the 100; the lease wants 20 but takes 9, up to half of the window, and stops.
-      expect(store.leased).toBe(9);
+      // The probe and the 40 hold 41 of the 100; the lease wants 20 slots but takes 9, up to half of the window,
+      // and stops. The bucket is roomy: 20 places.
+      expect(store.leased).toEqual({ slots: 9, places: 20 });
       expect(await inWindow('lease-half')).toBe(50);
       await store.close();
 
@@ -390,8 +458,9 @@ describe('redis store', () => {
       const remaining = Number(
         await redis.hget(`${prefixOf.get('lease-bucket')}{lease-bucket}:bucket:h|c:1`, 'r'),
       );
-      // 60 left after the 40; the lease wants 20 but takes 10, down to half of the bucket's limit.
-      expect(bucketed.leased).toBe(10);
+      // 60 left after the 40; the lease wants 20 places but takes 10, down to half of the bucket's limit. The
+      // global window is roomy: 20 slots.
+      expect(bucketed.leased).toEqual({ slots: 20, places: 10 });
       expect(remaining).toBe(50);
       await bucketed.close();
     });
@@ -399,11 +468,12 @@ describe('redis store', () => {
     it('never takes a place from a request that came with the lease', async () => {
       const store = storeFor('lease-last');
       const req = hot('lease-last', { globalLimit: 100 });
-      await known(store, req, 1_000_000);
-      // 60 together: every one is decided before the lease, which then finds the window past half and takes none.
+      await known(store, req, 100);
+      // 60 together: every one is decided before the lease, which then finds the window and the bucket past half
+      // and takes none.
       const admitted = await Promise.all(Array.from({ length: 60 }, () => store.admit(req)));
       expect(admitted.filter((a) => a.ok)).toHaveLength(60);
-      expect(store.leased).toBe(0);
+      expect(store.leased).toEqual({ slots: 0, places: 0 });
       await store.close();
     });
 
@@ -451,9 +521,10 @@ describe('redis store', () => {
         const req = hot(identity);
         await known(store, req, 1_000_000);
         for (let i = 0; i < 10; i++) await store.admit(req);
-        expect(store.leased, identity).toBeGreaterThan(0);
+        expect(store.leased.slots, identity).toBeGreaterThan(0);
+        expect(store.leased.places, identity).toBeGreaterThan(0);
         await lesson(store, req);
-        expect(store.leased, identity).toBe(0);
+        expect(store.leased, identity).toEqual({ slots: 0, places: 0 });
         expect(await store.admit(req), identity).toMatchObject({ ok: false, reason });
         await store.close();
       }
@@ -465,39 +536,12 @@ describe('redis store', () => {
       await known(store, req, 1_000_000);
       await store.mark({ ...req, major: 'c:2' }, 'closed', 60_000, 50001);
       for (let i = 0; i < 20; i++) expect(await store.admit(req)).toMatchObject({ ok: true });
-      expect(store.leased).toBe(0);
+      expect(store.leased).toEqual({ slots: 0, places: 0 });
       await store.close();
     });
   });
 
   describe('lingering learns', () => {
-    /** A clock that moves only when told to, firing the timers that fall due. */
-    function manualClock(start: number) {
-      let now = start;
-      const timers = new Set<{ at: number; run: () => void; unref(): void }>();
-      const clock: Clock = {
-        now: () => now,
-        setTimeout(run, ms) {
-          const timer = { at: now + ms, run, unref() {} };
-          timers.add(timer);
-          return timer;
-        },
-        clearTimeout(timer) {
-          timers.delete(timer as never);
-        },
-      };
-      return {
-        clock,
-        advance(ms: number) {
-          now += ms;
-          for (const timer of [...timers])
-            if (timer.at <= now) {
-              timers.delete(timer);
-              timer.run();
-            }
-        },
-      };
-    }
     const turn = () => new Promise((resolve) => setImmediate(resolve));
     const user = (identity: string): AdmitInput => ({
       identity,

@@ -29,20 +29,22 @@
     ARGV[5]  PROBE_POLL_MS
     ARGV[6]  STALLED_WINDOW_MS
     then for each request i:
-    ARGV[7 + 5i]   routeKey
-    ARGV[8 + 5i]   major
-    ARGV[9 + 5i]   global limit (requests per window; 0 = exempt)
-    ARGV[10 + 5i]  target: the ids of the path past its major parameter
-    ARGV[11 + 5i]  extra: how many admissions more to grant along with this one for the replica's lease
-                   (redis.ts Leases), each one counted exactly like this request's own
+    ARGV[7 + 6i]   routeKey
+    ARGV[8 + 6i]   major
+    ARGV[9 + 6i]   global limit (requests per window; 0 = exempt)
+    ARGV[10 + 6i]  target: the ids of the path past its major parameter
+    ARGV[11 + 6i]  places: how many places more in this request's bucket to grant for the replica's lease of its
+                   queue (leases.ts), each counted in flight exactly like this request's own
+    ARGV[12 + 6i]  slots: how many global slots more to grant for the replica's lease of the identity's window
 
   Output: one reply per request, in order:
-    {1, bucketSuffix, probe, window, slot, extraSlot...}
+    {1, bucketSuffix, probe, window, slot[, places, extraSlot...]}
                               admitted; bucketSuffix is "<hash or unk:routeKey>|<major>" or "" (not bucketed),
                               probe is 1 when this request finds out an unknown bucket's limits, window the
                               bucket's local window it was counted in, slot its global slot id ("" if exempt);
-                              then one global slot id ("" if exempt) per extra admission granted (at most
-                              `extra`): the same bucket and window, never a probe
+                              when more was asked for: how many places more were granted in the same bucket and
+                              window (for a route that is not bucketed, as many as asked: they count nothing),
+                              then the global slot ids granted (at most `slots`, none for exempt traffic)
     {0, reason, waitMs}       wait; reason: 1 bucket, 2 probe, 3 blocked, 4 sublimit, 5 global, 6 paused,
                               7 revoked, 8 gone, 9 forbidden (known to fail: answered at once until waitMs,
                               and a fourth element, the code of Discord's answer that set the mark);
@@ -105,9 +107,9 @@ local function takeSlot()
   return slot
 end
 
-local leases = {} -- {reply, extra, bucket state, bucket key, global limit} of admitted requests that want more
+local leases = {} -- {reply, places, slots, bucket state, bucket key, global limit} of admitted requests that want more
 
-local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target, extraArg)
+local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, target, placesArg, slotsArg)
   local globalLimit = tonumber(globalLimitArg)
 
   -- In the order of MARK_SCOPES (types.ts), each with its wait reason.
@@ -217,34 +219,41 @@ local function admit(subKey, routeKeyName, routeKey, major, globalLimitArg, targ
     end
   end
   local reply = {1, suffix, probe, window, slot}
-  local extra = tonumber(extraArg) or 0
-  if extra > 0 and probe == 0 then leases[#leases + 1] = {reply, extra, s, bucketKey, globalLimit} end
+  local places, slots = tonumber(placesArg) or 0, tonumber(slotsArg) or 0
+  if places + slots > 0 then
+    reply[6] = 0
+    if probe == 0 then leases[#leases + 1] = {reply, places, slots, s, bucketKey, globalLimit} end
+  end
   return reply
 end
 
--- A lease: more admissions like an admitted request, for the replica to spend without asking (redis.ts Leases).
--- Granted after every request of the run is decided, so a lease never takes a place from a request that came with
--- it; only while nothing holds the identity back (no mark, no sublimit; a paused identity admitted nothing), never
--- for an unknown bucket, and only while they leave at least half of the bucket's remaining and of the global
--- window to everyone else.
-local function lease(reply, extra, s, bucketKey, globalLimit)
-  for _ = 1, extra do
-    if bucketKey and s.r - 1 < s.l / 2 then return end
-    if globalLimit > 0 and globalCount + 1 > globalLimit / 2 then return end
-    local extraSlot = ''
-    if globalLimit > 0 then extraSlot = takeSlot() end
+-- A lease: more places in an admitted request's bucket and more global slots of its identity, for the replica to
+-- spend without asking (leases.ts). Granted after every request of the run is decided, so a lease never takes a
+-- place from a request that came with it; only while nothing holds the identity back (no mark, no sublimit; a
+-- paused identity admitted nothing), never for an unknown bucket, and only while they leave at least half of the
+-- bucket's remaining and of the global window to everyone else.
+local function lease(reply, places, slots, s, bucketKey, globalLimit)
+  local granted = 0
+  while granted < places and not (bucketKey and s.r - 1 < s.l / 2) do
     if bucketKey then s.r, s.i = s.r - 1, s.i + 1 end
-    reply[#reply + 1] = extraSlot
+    granted = granted + 1
+  end
+  reply[6] = granted
+  if globalLimit == 0 then return end
+  for _ = 1, slots do
+    if globalCount + 1 > globalLimit / 2 then return end
+    reply[#reply + 1] = takeSlot()
   end
 end
 
 local replies = {}
 for i = 0, (#KEYS - 4) / 2 - 1 do
-  local a = 7 + 5 * i
-  replies[i + 1] = admit(KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  local a = 7 + 6 * i
+  replies[i + 1] = admit(KEYS[5 + 2 * i], KEYS[6 + 2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5])
 end
 if anyMarks == false and anySublimit == false then
-  for _, l in ipairs(leases) do lease(l[1], l[2], l[3], l[4], l[5]) end
+  for _, l in ipairs(leases) do lease(l[1], l[2], l[3], l[4], l[5], l[6]) end
 end
 
 for _, key in ipairs(changed) do
