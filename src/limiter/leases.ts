@@ -37,8 +37,14 @@ import type { Admission, AdmitInput } from './types.js';
 export const LEASE_OUTCOMES = ['granted', 'spent', 'returned'] as const;
 export type LeaseOutcome = (typeof LEASE_OUTCOMES)[number];
 
-/** Most places (or slots) one request asks for ahead of demand. */
-export const LEASE_MAX = 64;
+/**
+ * Most places (or slots) one request asks for ahead of demand. A grant lasts until half of it is spent and the next
+ * is asked for; a token sending 2,000 requests a second spends 64 slots in 32 ms, less than an admit round trip
+ * takes under that load, so the pool ran dry between grants (an ad-hoc run at 256 in flight against a 60 ms
+ * upstream, read from the leased-admissions metric: 71% of requests served here with 64, 94% with 256). The
+ * half-of-the-window rule bounds it first for any ordinary global limit.
+ */
+export const LEASE_MAX = 256;
 
 /** How many places and slots more an admit asks for (lua/admit.lua grants at most these). */
 export interface Want {
