@@ -142,9 +142,13 @@ export class Leases {
   want(input: AdmitInput, refill = false): Want {
     const queue = this.places.get(leaseKey(input));
     const slots = input.globalLimit > 0 ? this.slots.get(slotKey(input)) : undefined;
+    const wantSlots = slots ? this.wanted(slots, refill, Math.floor) : 0;
+    // A place is spent only with a slot: while the identity leases no slot, a leased place would sit here unspent
+    // and keep its bucket's other callers waiting (and, past the window's end, cost the next window a place).
+    const useless = slots !== undefined && wantSlots === 0 && slots.spare.length === 0 && !slots.fetching;
     return {
-      places: queue ? this.wanted(queue, refill, Math.ceil) : 0,
-      slots: slots ? this.wanted(slots, refill, Math.floor) : 0,
+      places: queue && !useless ? this.wanted(queue, refill, Math.ceil) : 0,
+      slots: wantSlots,
     };
   }
 

@@ -70,8 +70,12 @@ describe('leases', () => {
   it('asks for half of what a pool asked for besides: slots rounded down, places up', () => {
     expect(miss()).toEqual({ places: 0, slots: 0 }); // asked once: nothing
     // Asked twice in one period: the other ask is not enough for a slot (a slot strands the whole token's window),
-    // it is for a place (which strands one roomy bucket's).
-    expect(miss()).toEqual({ places: 1, slots: 0 });
+    // it is for a place (which strands one roomy bucket's) of exempt traffic, which needs no slot...
+    const exempt = input('c:1', 'id', 0);
+    expect(miss(exempt)).toEqual({ places: 0, slots: 0 });
+    expect(miss(exempt)).toEqual({ places: 1, slots: 0 });
+    // ...but not of a token that leases no slot: the place could not be spent.
+    expect(miss()).toEqual({ places: 0, slots: 0 });
     leases.failed(input());
     vi.advanceTimersByTime(LEASE_MS);
     // Slots count per LEASE_MS: two in the period before, one now. Places count per PLACE_MS: three in this one.
