@@ -80,8 +80,8 @@ export interface RedisStoreOptions extends StoreOptions {
    */
   readonly placeLeaseMs?: number;
   /**
-   * How long the learn of an answer nobody here waits for may wait to go with later ones, ms (default 20; 0: each
-   * turn's answers go at once). See learn().
+   * How long the learn of an answer nobody here waits for, and a lease's background ask for more, may wait to go
+   * with later ones, ms (default 20; 0: each turn's go at once). See learn() and refill().
    */
   readonly learnLingerMs?: number;
   /** The clock of the leases, of the learns' linger and of the cached Cloudflare pause (tests set it). */
@@ -214,8 +214,11 @@ export class RedisStore implements LimiterStore {
     this.scripts = registerScripts(redis);
     this.clock = options.clock ?? realClock;
     const maxBatch = options.batchMax ?? 64;
+    // Refills (leases.ts) linger like learns: nobody waits for them, and the identity's next admit call takes them.
     this.admits = new Batcher((identity, inputs, alone) => this.admitBatch(identity, inputs, alone), {
       maxBatch,
+      lingerMs: options.learnLingerMs ?? DEFAULT_LEARN_LINGER_MS,
+      clock: this.clock,
     });
     this.learns = new Batcher((identity, inputs, alone) => this.learnBatch(identity, inputs, alone), {
       maxBatch,
@@ -323,7 +326,9 @@ export class RedisStore implements LimiterStore {
     const ask = { ...input };
     this.refills.add(ask);
     const cloudflare = this.cloudflareRemaining() > 0;
-    const sent = cloudflare ? Promise.reject(new Error('paused')) : this.admits.add(input.identity, ask);
+    const sent = cloudflare
+      ? Promise.reject(new Error('paused'))
+      : this.admits.add(input.identity, ask, true);
     const asked: Promise<void> = sent.then(
       () => {
         this.refilling.delete(asked);

@@ -438,6 +438,45 @@ describe('redis store', () => {
       expect(await inWindow('lease-spread')).toBe(210);
     });
 
+    it('lets the background ask for the next grant linger up to learnLingerMs', async () => {
+      const time = manualClock(1000);
+      const calls: string[] = [];
+      const prefix = newPrefix();
+      prefixOf.set('lease-refill', prefix);
+      const store = makeStore({
+        cloudflarePollMs: 0,
+        prefix,
+        clock: time.clock,
+        onCall: (op) => calls.push(op),
+        probeTimeoutMs: 4000,
+        learnLingerMs: 20,
+      });
+      const req = hot('lease-refill');
+      await known(store, req, 1_000_000);
+      const turns = async (n: number) => {
+        for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+      };
+      // 40 together go as one call, which asks for 20 slots and places more.
+      await Promise.all(Array.from({ length: 40 }, () => store.admit(req)));
+      const granted = store.leased.slots;
+      expect(store.leased).toEqual({ slots: 20, places: 20 });
+      calls.length = 0;
+      // Spent here, turn after turn, down to half of the grant and past it: the ask for more is due, and waits.
+      for (let i = 0; i < granted / 2 + 1; i++) {
+        const admitted = store.admit(req);
+        expect(admitted instanceof Promise).toBe(false);
+        await turns(2);
+      }
+      // Real time passes, the store's clock does not: a refill sent at once would have come back by now.
+      await sleep(50);
+      expect(calls).toEqual([]);
+      time.advance(20);
+      for (let i = 0; i < 200 && !calls.includes('admit'); i++) await sleep(1);
+      expect(calls).toEqual(['admit']);
+      expect(store.leased.slots).toBeGreaterThan(granted / 2 - 1);
+      await store.close();
+    });
+
     it('leases no more than half of what the global window and a bucket have left', async () => {
       const store = storeFor('lease-half');
       const req = hot('lease-half', { globalLimit: 100 });
